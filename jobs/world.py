@@ -1,0 +1,77 @@
+"""conceptlens world: build ConceptWorld, train (or reuse) its classifier and tiny CLIP, and report how they do.
+
+Writes ``<run>/world/manifest.parquet`` (absolute image paths, ready for ``embed``),
+``models.json`` (checkpoints) and ``metrics.json``; prints the planted slices' accuracy
+and the tiny CLIP's zero-shot accuracy and attribute retrieval.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Sequence
+
+import pyarrow.parquet as pq
+
+from conceptlens.cli import parse_config
+from conceptlens.config import Config, to_dict
+from conceptlens.recipes.conceptworld import ensure_classifier, ensure_vlm, ensure_world, evaluate_models
+from conceptlens.recipes.data import resolve_device
+from conceptlens.runs import command_dir, write_metrics
+from conceptlens.world import read_manifest
+
+# What a useful ConceptWorld must show (issue 2): planted failures visible, the VLM good enough to be an oracle.
+MIN_SLICE_GAP, MIN_ZERO_SHOT, MIN_PLANTED_AUROC = 0.20, 0.80, 0.90
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def build(cfg: Config) -> dict:
+    """Build or reuse the world and its models, evaluate them, write the run folder; return the metrics."""
+    out = command_dir(cfg.run, "world")
+    device = resolve_device(cfg.run.device)
+    world = ensure_world(cfg, log)
+    classifier = ensure_classifier(cfg, world, device, log)
+    vlm = ensure_vlm(cfg, world, device, log)
+    log("evaluating on the test split")
+    metrics = evaluate_models(cfg, world, classifier, vlm, device)
+    gaps = [s["gap"] for s in metrics["classifier"]["slices"].values()]
+    metrics["checks"] = {
+        "every_slice_gap_at_least_0.20": bool(gaps) and min(gaps) >= MIN_SLICE_GAP,
+        "zero_shot_at_least_0.80": metrics["vlm"]["zero_shot_accuracy"] >= MIN_ZERO_SHOT,
+        "planted_attribute_auroc_at_least_0.90": metrics["vlm"]["planted_attribute_auroc_min"] >= MIN_PLANTED_AUROC,
+    }
+    pq.write_table(read_manifest(world), out / "manifest.parquet")
+    (out / "models.json").write_text(json.dumps(
+        {"world": str(world.resolve()), "classifier": str(classifier), "vlm": str(vlm), "device": str(device)},
+        indent=2))
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    write_metrics(out, metrics)
+    return metrics
+
+
+def summary(metrics: dict) -> str:
+    c, v = metrics["classifier"], metrics["vlm"]
+    lines = [f"classifier accuracy {c['accuracy']:.3f} (outside planted slices {c['accuracy_rest']:.3f}, n={c['n']})",
+             f"{'planted slice':<22}{'n':>6}{'accuracy':>10}{'gap':>8}"]
+    lines += [f"{name:<22}{s['n']:>6}{s['accuracy']:>10.3f}{s['gap']:>8.3f}" for name, s in c["slices"].items()]
+    worst = sorted(v["attribute_auroc"].items(), key=lambda kv: kv[1])[:3]
+    lines += [f"tiny CLIP zero-shot class accuracy {v['zero_shot_accuracy']:.3f}; "
+              f"attribute AUROC: planted min {v['planted_attribute_auroc_min']:.3f}, "
+              f"lowest {', '.join(f'{k} {a:.3f}' for k, a in worst)}"]
+    lines += [f"check {name}: {'ok' if ok else 'FAILED'}" for name, ok in metrics["checks"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_config("world", __doc__, argv)
+    metrics = build(cfg)
+    print(summary(metrics))
+    print(f"outputs: {command_dir(cfg.run, 'world')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

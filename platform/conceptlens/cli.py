@@ -1,0 +1,51 @@
+"""The ``conceptlens`` console script: ``conceptlens <command> [--config FILE] [key=value ...]``.
+
+Each command is a module with ``main(argv) -> int``; modules are imported only when their
+command runs, so ``conceptlens --help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from conceptlens.config import Config, ConfigError, load_config
+
+COMMANDS = {
+    "world": ("conceptlens.jobs.world", "build ConceptWorld and train (or reuse) its classifier and tiny CLIP"),
+    "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
+}
+
+
+def parse_config(prog: str, description: str, argv: Sequence[str] | None) -> Config:
+    """Parse ``[--config FILE ...] [key=value ...]`` into a Config; exit 2 with the key named on error."""
+    parser = argparse.ArgumentParser(prog=f"conceptlens {prog}", description=description)
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML config file; repeat to layer several (later wins)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.name=exp1")
+    args = parser.parse_args(argv)
+    try:
+        return load_config(args.config, args.overrides)
+    except (ConfigError, ValueError) as err:
+        parser.exit(2, f"conceptlens {prog}: config error: {err}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, COMMANDS))
+        print("usage: conceptlens <command> [--config FILE] [key=value ...]\n\ncommands:")
+        for name, (_, help_) in COMMANDS.items():
+            print(f"  {name:<{width}}  {help_}")
+        print("\n`conceptlens <command> --help` describes one command.")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"conceptlens: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[name][0]).main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The configuration schema and its loader.
+
+One structured schema (dataclasses below, their defaults are the base configuration),
+YAML files layered over it in order, then ``key=value`` overrides. An unknown key, a wrong
+type or a missing required value raises :class:`ConfigError` naming the key and its source.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key and where it came from."""
+
+
+@dataclass
+class ScenarioConfig:
+    name: str = MISSING
+    kind: str = MISSING  # spurious_correlation | blind_spot | rare_subgroup
+    classes: List[str] = MISSING
+    attribute: str = MISSING  # <group>=<value>, e.g. background=water
+    strength: float = 0.95  # spurious_correlation: P(value | class) in the classifier's training data
+    rate: float = 0.02  # rare_subgroup: share of the subgroup kept in the classifier's training data
+
+
+def _default_scenarios() -> List[ScenarioConfig]:
+    return [
+        ScenarioConfig(name="star_on_water", kind="spurious_correlation", classes=["star"],
+                       attribute="background=water"),
+        ScenarioConfig(name="hexagon_in_fog", kind="blind_spot", classes=["hexagon"], attribute="weather=fog"),
+        ScenarioConfig(name="dark_crescent", kind="rare_subgroup", classes=["crescent"], attribute="lighting=dark"),
+    ]
+
+
+@dataclass
+class WorldConfig:
+    seed: int = 0
+    image_size: int = 64
+    splits: Dict[str, int] = field(
+        default_factory=lambda: {"train": 8000, "vlm": 20000, "calib": 3000, "test": 3000})
+    scenarios: List[ScenarioConfig] = field(default_factory=_default_scenarios)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    max_minutes: float = 30.0  # stop early (and say so) if training runs longer than this
+
+
+@dataclass
+class ClassifierConfig:
+    arch: str = "resnet18"  # a torchvision architecture name, or module:function returning a nn.Module
+    weights: Optional[str] = None  # torchvision weights tag, e.g. IMAGENET1K_V1 (needs them cached offline)
+    checkpoint: Optional[str] = None  # a state_dict file; None = train on ConceptWorld (cached)
+    head: str = "fc"  # the module where the model splits into encoder and head
+    num_classes: int = 10
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class VLMConfig:
+    arch: str = "conceptworld-tiny"  # an open_clip architecture name
+    pretrained: Optional[str] = None  # an open_clip pretrained tag (e.g. openai) or a checkpoint file
+    model_config: Optional[str] = None  # a custom open_clip model config (JSON) registering `arch`
+    caption_subset: float = 0.5  # share of training captions naming a random subset of the attributes
+    aux_weight: float = 1.0  # weight of the supervised attribute/class heads on the vision tower
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=128, lr=1e-3,
+                                                                   weight_decay=0.05))
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    root: str = "runs"
+    cache_dir: str = ".cache/conceptlens"  # worlds and trained models, keyed by config hash
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 0  # processes for CPU-bound work; 0 = all cores
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+
+
+def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or "?"
+    msg = str(getattr(err, "msg", None) or err).splitlines()[0]
+    return ConfigError(f"{source}: key '{key}': {msg}")
+
+
+def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
+    """Build a :class:`Config` from the defaults, then each YAML file, then ``key=value`` overrides."""
+    cfg = OmegaConf.structured(Config)
+    for path in files:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        except OmegaConfBaseException as err:
+            raise _describe(err, str(path)) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"command line: override {item!r} is not key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise _describe(err, f"command line '{item}'") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required value(s): {', '.join(missing)}")
+    return OmegaConf.to_object(cfg)
+
+
+def to_dict(section: Any) -> dict:
+    """A plain dict of a config (section), for hashing, logging and saving."""
+    return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)
+
+
+def config_hash(*sections: Any) -> str:
+    """A short stable hash of config sections: the cache key of worlds and models."""
+    blob = json.dumps([to_dict(s) for s in sections], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

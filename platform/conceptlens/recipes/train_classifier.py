@@ -1,0 +1,79 @@
+"""Train and evaluate an (encoder, head) classifier on images held in memory."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conceptlens.config import TrainConfig
+from conceptlens.recipes.data import minibatches, to_float
+
+
+def train_classifier(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *,
+                     device: torch.device, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    """Fit ``model`` (float images in [0, 1] -> logits) with AdamW and a one-cycle schedule.
+
+    ``images``: ``uint8 (N, 3, H, W)``; ``labels``: ``int64 (N,)``. Random horizontal flips are
+    the only augmentation. Stops early, and says so, after ``cfg.max_minutes``.
+    Returns ``{"epochs": completed epochs, "loss": last epoch's mean loss, "seconds": ...}``.
+    """
+    model.to(device).train()
+    gen = torch.Generator().manual_seed(seed)
+    steps = cfg.epochs * -(-len(images) // cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
+    start, epoch, loss_sum = time.time(), 0, 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        loss_sum, seen = 0.0, 0
+        for idx in minibatches(len(images), cfg.batch_size, gen):
+            x = to_float(images[idx], device)
+            flip = torch.rand(len(x), generator=gen) < 0.5
+            x[flip] = x[flip].flip(-1)
+            loss = F.cross_entropy(model(x), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
+        elapsed = time.time() - start
+        log(f"classifier epoch {epoch}/{cfg.epochs}: loss {loss_sum / seen:.3f} "
+            f"({seen * epoch / elapsed:.0f} img/s)")
+        if elapsed > cfg.max_minutes * 60 and epoch < cfg.epochs:
+            log(f"classifier: stopping after {epoch} epochs, over train.max_minutes={cfg.max_minutes}")
+            break
+    model.eval()
+    return {"epochs": epoch, "loss": loss_sum / max(seen, 1), "seconds": time.time() - start}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, *, device: torch.device,
+            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class (``int64 (N,)``) and its softmax confidence (``float32 (N,)``)."""
+    model.to(device).eval()
+    preds, confs = [], []
+    for idx in minibatches(len(images), batch_size):
+        probs = model(to_float(images[idx], device)).softmax(-1)
+        conf, pred = probs.max(-1)
+        preds.append(pred.cpu())
+        confs.append(conf.cpu())
+    return torch.cat(preds).numpy(), torch.cat(confs).numpy()
+
+
+def slice_accuracies(correct: np.ndarray, scenarios: np.ndarray, names: list[str]) -> dict:
+    """Accuracy overall, without any planted slice, and on each slice with its gap to the rest.
+
+    ``correct``: ``bool (N,)``; ``scenarios``: object array of scenario names or ``None``.
+    A slice's gap is ``accuracy(rest) - accuracy(slice)``, where the rest is every image
+    outside all planted slices.
+    """
+    in_none = np.array([s is None for s in scenarios])
+    rest = float(correct[in_none].mean()) if in_none.any() else float("nan")
+    out = {"accuracy": float(correct.mean()), "accuracy_rest": rest, "n": int(len(correct)), "slices": {}}
+    for name in names:
+        mask = scenarios == name
+        acc = float(correct[mask].mean()) if mask.any() else float("nan")
+        out["slices"][name] = {"n": int(mask.sum()), "accuracy": acc, "gap": rest - acc}
+    return out

@@ -1,0 +1,55 @@
+"""`conceptlens world` and `conceptlens demo` on the demo's ConceptWorld (trains the models once, then cached)."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from conceptlens.jobs import demo, world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory, demo_config):
+    root = tmp_path_factory.mktemp("runs")
+    assert world.main(["--config", demo_config, f"run.root={root}"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def metrics(run_root):
+    return json.loads((run_root / "demo" / "world" / "metrics.json").read_text())
+
+
+def test_every_planted_failure_shows_in_the_classifier(metrics):
+    slices = metrics["classifier"]["slices"]
+    assert set(slices) == {"star_on_water", "hexagon_in_fog", "dark_crescent"}
+    for name, s in slices.items():
+        assert s["n"] >= 40, name
+        assert s["gap"] >= 0.20, (name, s)
+    assert metrics["classifier"]["accuracy_rest"] >= 0.85
+
+
+def test_tiny_clip_is_good_enough_to_be_the_oracle(metrics):
+    vlm = metrics["vlm"]
+    assert vlm["zero_shot_accuracy"] >= 0.80
+    for attribute in ("background_water", "weather_fog", "lighting_dark"):
+        assert vlm["attribute_auroc"][attribute] >= 0.90, attribute
+    assert vlm["class_prompt_max_cosine"] < 0.98  # shape words have not collapsed onto each other
+    assert all(metrics["checks"].values())
+
+
+def test_run_folder_holds_a_usable_manifest(run_root):
+    out = run_root / "demo" / "world"
+    manifest = pq.read_table(out / "manifest.parquet")
+    assert set(manifest.column("split").to_pylist()) == {"train", "vlm", "calib", "test"}
+    assert all(p.startswith("/") for p in manifest.column("path").to_pylist()[:10])
+    models = json.loads((out / "models.json").read_text())
+    assert models["classifier"].endswith(".pt") and models["vlm"].endswith(".pt")
+
+
+def test_demo_reuses_the_cache_and_summarises(run_root, demo_config, capsys):
+    assert demo.main(["--config", demo_config, f"run.root={run_root}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing") == 3  # world, classifier, tiny CLIP
+    assert "ConceptLens demo" in out and "star_on_water" in out and "zero-shot" in out

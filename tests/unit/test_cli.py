@@ -1,0 +1,29 @@
+import pytest
+
+from conceptlens import cli
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+def test_unknown_command_is_an_error(capsys):
+    assert cli.main(["wrold"]) == 2
+    assert "unknown command 'wrold'" in capsys.readouterr().err
+
+
+def test_config_typo_stops_with_the_key_named(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["world", "world.sead=1"])
+    assert exit_.value.code == 2
+    assert "world.sead" in capsys.readouterr().err
+
+
+def test_command_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["world", "--help"])
+    assert exit_.value.code == 0
+    assert "--config" in capsys.readouterr().out

@@ -1,0 +1,53 @@
+import pytest
+
+from conceptlens.config import Config, ConfigError, config_hash, load_config
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_a_complete_config():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.classifier.arch == "resnet18"
+    assert {s.kind for s in cfg.world.scenarios} == {"spurious_correlation", "blind_spot", "rare_subgroup"}
+
+
+def test_files_layer_in_order_and_overrides_win(tmp_path):
+    a = write(tmp_path, "run: {name: a}\nworld: {seed: 1}\n", "a.yaml")
+    b = write(tmp_path, "world: {seed: 2}\n", "b.yaml")
+    cfg = load_config([a, b], ["world.splits.test=7"])
+    assert (cfg.run.name, cfg.world.seed, cfg.world.splits["test"]) == ("a", 2, 7)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "world:\n  sead: 3\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*world\.sead"):
+        load_config([path])
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"command line.*world\.seed"):
+        load_config([], ["world.seed=many"])
+
+
+def test_missing_required_value_names_key(tmp_path):
+    path = write(tmp_path, "world:\n  scenarios:\n    - {name: s, classes: [star], attribute: background=water}\n")
+    with pytest.raises(ConfigError, match=r"world\.scenarios\[0\]\.kind"):
+        load_config([path])
+
+
+def test_missing_file_and_malformed_override():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(["nope.yaml"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config([], ["world.seed"])
+
+
+def test_hash_changes_with_content_only():
+    a, b = load_config(), load_config()
+    assert config_hash(a.world) == config_hash(b.world)
+    assert config_hash(a.world) != config_hash(load_config([], ["world.seed=5"]).world)
