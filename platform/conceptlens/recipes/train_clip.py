@@ -1,11 +1,12 @@
 """Train and evaluate a tiny CLIP on ConceptWorld's ``vlm`` split.
 
 Plain contrastive training on such a world learns colour, background and weather but not
-the object's shape: the other attributes already tell captions apart within a batch. Two
-things fix that (see the README): captions that often name only a random subset of the
-attributes, and supervised heads on the image embedding (class and every attribute group)
-trained jointly with the contrastive loss. The heads are thrown away after training.
-Duplicate captions in a batch are positives of each other, not negatives.
+the object's shape: the other attributes already tell captions apart within a batch, and the
+text tower learns to ignore shape words. Two things fix that (see the README): captions that
+often name only a random subset of the attributes, and a supervised term trained jointly
+with the contrastive loss: the ``vlm`` split's labels classified by the text embeddings of
+their prompts ("a photo of a star", "a photo of an object in fog", ...), one softmax per
+class set and attribute group. Duplicate captions in a batch are positives of each other.
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return -(targets * logits.log_softmax(-1)).sum(-1).mean()
 
 
+def _embed_prompts(model, vlm, texts: list[str], device) -> torch.Tensor:
+    return F.normalize(model.encode_text(vlm.tokenizer(texts).to(device)), dim=-1)
+
+
 def train_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
                cfg: VLMConfig, *, device: torch.device, seed: int = 0,
                log: Callable[[str], None] = print) -> dict:
@@ -44,13 +49,13 @@ def train_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[s
     """
     model = vlm.to(device).model
     model.train()
-    embed_dim = model.text_projection.shape[1] if hasattr(model, "text_projection") else vlm.encode_texts(["x"]).shape[1]
-    targets = {"class": torch.as_tensor(labels)} | {g: torch.as_tensor(v) for g, v in attributes.items()}
-    sizes = {"class": len(CLASSES)} | {g.name: len(g.values) for g in ATTRIBUTE_GROUPS}
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(embed_dim, sizes[k]) for k in targets}).to(device)
+    targets = {"class": torch.as_tensor(labels)} | {g.name: torch.as_tensor(attributes[g.name])
+                                                    for g in ATTRIBUTE_GROUPS}
+    prompts = {"class": [caption(c, {}, set()) for c in CLASSES]}
+    prompts |= {g.name: [caption(None, {g.name: v}, {g.name}) for v in g.values] for g in ATTRIBUTE_GROUPS}
+    all_prompts, prompt_sizes = sum(prompts.values(), []), [len(p) for p in prompts.values()]
     tc = cfg.train
-    params = list(model.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps = tc.epochs * -(-len(images) // tc.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
@@ -63,12 +68,16 @@ def train_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[s
                                       {g.name: g.values[attributes[g.name][i]] for g in ATTRIBUTE_GROUPS},
                                       cfg.caption_subset, rng) for i in ii]
             img = F.normalize(model.encode_image(vlm.normalize(to_float(images[idx], device))), dim=-1)
-            txt = F.normalize(model.encode_text(vlm.tokenizer(texts).to(device)), dim=-1)
-            logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-            same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32, device=device)
+            txt, *prompt_emb = _embed_prompts(model, vlm, texts + all_prompts, device).split(
+                [len(texts)] + prompt_sizes)
+            scale = model.logit_scale.exp().clamp(max=100)
+            logits = scale * img @ txt.T
+            codes = torch.as_tensor(np.unique(texts, return_inverse=True)[1], device=device)
+            same = (codes[:, None] == codes[None, :]).float()
             same = same / same.sum(1, keepdim=True)
             contrastive = (_soft_cross_entropy(logits, same) + _soft_cross_entropy(logits.T, same)) / 2
-            supervised = sum(F.cross_entropy(heads[k](img), t[idx].to(device)) for k, t in targets.items())
+            supervised = sum(F.cross_entropy(scale * img @ emb.T, t[idx].to(device))
+                             for emb, t in zip(prompt_emb, targets.values()))
             loss = contrastive + cfg.aux_weight * supervised / len(targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,141 @@
+"""Vision-language models (open_clip) and concept banks.
+
+A VLM is any open_clip architecture with a pretrained tag, a local checkpoint or a custom
+model config. Configs shipped in ``models/configs/`` (the tiny ConceptWorld CLIP) are
+registered on import.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conceptlens.models.offline import reachable
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+HUB_HOST = "huggingface.co"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+open_clip.add_model_config(CONFIG_DIR)
+
+
+class VLM(nn.Module):
+    """Image and text embedding. Images: float ``(N, 3, H, W)`` in [0, 1], any size."""
+
+    def __init__(self, model: nn.Module, tokenizer, image_size: int, mean, std):
+        super().__init__()
+        self.model, self.tokenizer, self.image_size = model, tokenizer, image_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize to the model's input size and standardise: the pixels the vision tower expects."""
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return (x - self.mean) / self.std
+
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings ``float32 (N, E)``."""
+        return F.normalize(self.model.encode_image(self.normalize(x)), dim=-1)
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings ``float32 (N, E)``."""
+        tokens = self.tokenizer(list(texts)).to(self.mean.device)
+        return F.normalize(self.model.encode_text(tokens), dim=-1)
+
+
+def register_model_config(path: str | os.PathLike) -> str:
+    """Register a custom open_clip model config (JSON); returns its architecture name (the file stem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VLM model config {path} does not exist")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def _load_checkpoint(model: nn.Module, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if any(k.startswith("model.") for k in state):  # saved from a VLM wrapper
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    model.load_state_dict(state)
+
+
+def _cached_pretrained(arch: str, tag: str) -> str | None:
+    """The local file of an open_clip pretrained tag when the hub or URL cache holds it, without network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    model_id, _, filename = cfg.get("hf_hub", "").rpartition("/")
+    for name in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+        hit = try_to_load_from_cache(model_id, name) if model_id else None
+        if isinstance(hit, str):
+            return hit
+    url_copy = Path("~/.cache/clip").expanduser() / os.path.basename(cfg.get("url", "") or "none")
+    return str(url_copy) if url_copy.is_file() else None
+
+
+def _create_pretrained(arch: str, tag: str) -> nn.Module:
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        raise ValueError(f"vlm.pretrained={tag!r} is neither a file nor a pretrained tag of {arch}; tags: {tags}")
+    if reachable(HUB_HOST):
+        return open_clip.create_model(arch, pretrained=tag)
+    cached = _cached_pretrained(arch, tag)  # offline: never let open_clip retry the network
+    if cached is None:
+        raise RuntimeError(f"pretrained weights {tag!r} for {arch} are not cached and the network is unreachable; "
+                           f"pass vlm.pretrained=/path/to/checkpoint.pt (a local open_clip state dict)")
+    return open_clip.create_model(arch, pretrained=cached)
+
+
+def build_vlm(arch: str, *, pretrained: str | None = None, model_config: str | None = None) -> VLM:
+    """An open_clip model by name; ``pretrained`` is a checkpoint file or an open_clip tag (None: random init).
+
+    ``model_config``: a custom open_clip config (JSON) to register; its file stem is then the architecture.
+    """
+    if model_config:
+        arch = register_model_config(model_config)
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {arch!r}; pass vlm.model_config=FILE for a custom one")
+    is_file = pretrained is not None and (os.sep in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES)
+    if is_file and not Path(pretrained).is_file():
+        raise FileNotFoundError(f"VLM checkpoint {pretrained} does not exist")
+    model = _create_pretrained(arch, pretrained) if pretrained and not is_file else open_clip.create_model(arch)
+    if is_file:
+        _load_checkpoint(model, pretrained)
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    return VLM(model, open_clip.get_tokenizer(arch), size, cfg["mean"], cfg["std"]).eval()
+
+
+def save_vlm(vlm: VLM, path: str | os.PathLike) -> None:
+    torch.save(vlm.model.state_dict(), path)
+
+
+class ConceptBank:
+    """Concepts as text embeddings: each is the L2-normalised mean of its prompts' normalised embeddings."""
+
+    def __init__(self, names: list[str], embeddings: torch.Tensor):
+        self.names, self.embeddings = list(names), embeddings
+
+    @classmethod
+    @torch.no_grad()
+    def from_prompts(cls, vlm: VLM, prompts: dict[str, list[str]]) -> "ConceptBank":
+        embeddings = [F.normalize(vlm.encode_texts(texts).mean(0), dim=-1) for texts in prompts.values()]
+        return cls(list(prompts), torch.stack(embeddings).cpu())
+
+    @classmethod
+    def from_templates(cls, vlm: VLM, names: dict[str, str] | list[str], templates: list[str]) -> "ConceptBank":
+        """``names``: concept -> phrase (a list means phrase = name); ``templates`` like ``"a photo of {}."``."""
+        phrases = names if isinstance(names, dict) else {n: n for n in names}
+        return cls.from_prompts(vlm, {n: [t.format(p) for t in templates] for n, p in phrases.items()})
+
+    def scores(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities ``(N, C)`` of normalised image embeddings to each concept."""
+        return image_embeddings @ self.embeddings.to(image_embeddings.device).T
