@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.run.name == "default":
         cfg.run.name = "demo"
     start = time.time()
-    metrics = world.build(cfg)
+    metrics = world.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
     print(world.summary(metrics))

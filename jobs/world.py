@@ -18,6 +18,7 @@ from conceptlens.config import Config, to_dict
 from conceptlens.recipes.conceptworld import ensure_classifier, ensure_vlm, ensure_world, evaluate_models
 from conceptlens.recipes.data import resolve_device
 from conceptlens.runs import command_dir, write_metrics
+from conceptlens.tracking import log_results, mlflow_run
 from conceptlens.world import read_manifest
 
 # What a useful ConceptWorld must show (issue 2): planted failures visible, the VLM good enough to be an oracle.
@@ -65,9 +66,17 @@ def summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def run(cfg: Config) -> dict:
+    """``build`` inside an MLflow run that records the config, the metrics and the run folder."""
+    with mlflow_run(cfg, "world"):
+        metrics = build(cfg)
+        log_results(metrics, command_dir(cfg.run, "world"))
+    return metrics
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config("world", __doc__, argv)
-    metrics = build(cfg)
+    metrics = run(cfg)
     print(summary(metrics))
     print(f"outputs: {command_dir(cfg.run, 'world')}")
     return 0

@@ -64,7 +64,7 @@ class ClassifierConfig:
     checkpoint: Optional[str] = None  # a state_dict file; None = train on ConceptWorld (cached)
     head: str = "fc"  # the module where the model splits into encoder and head
     num_classes: int = 10
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4))
 
 
 @dataclass
@@ -73,8 +73,10 @@ class VLMConfig:
     pretrained: Optional[str] = None  # an open_clip pretrained tag (e.g. openai) or a checkpoint file
     model_config: Optional[str] = None  # a custom open_clip model config (JSON) registering `arch`
     caption_subset: float = 0.5  # share of training captions naming a random subset of the attributes
-    aux_weight: float = 1.0  # weight of the supervised attribute/class heads on the vision tower
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=128, lr=1e-3,
+    aux_weight: float = 1.0  # weight of prompt classification next to the contrastive loss in text alignment
+    # phase 1: supervised pre-training of the vision tower; phase 2: text alignment to frozen image embeddings
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=128, lr=2e-3))
+    align: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=256, lr=1e-3,
                                                                    weight_decay=0.05))
 
 
@@ -88,11 +90,46 @@ class RunConfig:
 
 
 @dataclass
+class MlflowConfig:
+    tracking_uri: Optional[str] = None  # None = sqlite in the run folder; or http://host:port, databricks, ...
+    experiment: str = "conceptlens"
+
+
+@dataclass
+class DataConfig:
+    source: Optional[str] = None  # manifest (.parquet/.csv) or image folder; None = this run's ConceptWorld
+    image_size: int = 64  # images are resized to this square size before the models see them
+    classes: Optional[List[str]] = None  # the classifier's output order; None = ConceptWorld's, or sorted labels
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # a running cluster (ray://… or host:port); None = RAY_ADDRESS or a local Ray
+    num_cpus: Optional[int] = None  # local Ray only; None = all cores
+    object_store_mb: int = 512  # local Ray only
+
+
+@dataclass
+class EmbedConfig:
+    batch_size: int = 256
+    actors: int = 2  # the model actor pool grows up to this many actors
+    actor_num_cpus: float = 0.5  # below 1 so decode tasks still get CPU on small machines
+    num_gpus: float = 0.0  # per actor; set 1 on a GPU cluster
+    decode_num_cpus: float = 0.5
+    shard_size: int = 4096  # rows per output file: the unit of resumption
+    max_restarts: int = 3  # a killed actor is restarted and its batch retried this many times
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

@@ -4,16 +4,14 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from conceptlens.jobs import demo, world
+from conceptlens.jobs import demo
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_root(tmp_path_factory, demo_config):
-    root = tmp_path_factory.mktemp("runs")
-    assert world.main(["--config", demo_config, f"run.root={root}"]) == 0
-    return root
+def run_root(demo_run):
+    return demo_run
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +51,17 @@ def test_demo_reuses_the_cache_and_summarises(run_root, demo_config, capsys):
     out = capsys.readouterr().out
     assert out.count("reusing") == 3  # world, classifier, tiny CLIP
     assert "ConceptLens demo" in out and "star_on_water" in out and "zero-shot" in out
+
+
+def test_the_run_is_tracked_in_mlflow(run_root):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_root / 'demo' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id])
+    world_runs = [r for r in runs if r.data.tags.get("command") == "world"]
+    assert world_runs
+    data = world_runs[0].data
+    assert data.params["world.scenarios.0.name"] == "star_on_water"
+    assert 0 < data.metrics["classifier.slices.star_on_water.accuracy"] < 1
+    artifacts = {a.path for a in client.list_artifacts(world_runs[0].info.run_id, "world")}
+    assert {"world/metrics.json", "world/manifest.parquet"} <= artifacts

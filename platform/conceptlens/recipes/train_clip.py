@@ -1,12 +1,18 @@
 """Train and evaluate a tiny CLIP on ConceptWorld's ``vlm`` split.
 
 Plain contrastive training on such a world learns colour, background and weather but not
-the object's shape: the other attributes already tell captions apart within a batch, and the
-text tower learns to ignore shape words. Two things fix that (see the README): captions that
-often name only a random subset of the attributes, and a supervised term trained jointly
-with the contrastive loss: the ``vlm`` split's labels classified by the text embeddings of
-their prompts ("a photo of a star", "a photo of an object in fog", ...), one softmax per
-class set and attribute group. Duplicate captions in a batch are positives of each other.
+the object's shape: the other attributes already tell captions apart within a batch, so the
+text tower learns to ignore shape words (their prompts end up with cosine ≈ 1), and small
+towers do not pick shape up at all in minutes. The recipe therefore has two phases:
+
+1. **Supervised pre-training of the vision tower** on the ``vlm`` split's labels: linear
+   heads on the image embedding for the class and every attribute group (the class weighing
+   as much as all attributes together), thrown away afterwards.
+2. **Locked-image text alignment** (LiT): the image embeddings are computed once and frozen;
+   the text tower learns to match captions to them, contrastively and by classifying each
+   image with its prompts ("a photo of a star", "a photo of an object in fog", ...). Half the
+   captions name a random subset of the attributes (often the shape alone). Identical
+   captions in a batch are positives of each other.
 """
 from __future__ import annotations
 
@@ -18,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from conceptlens.config import VLMConfig
+from conceptlens.config import TrainConfig, VLMConfig
 from conceptlens.recipes.data import minibatches, to_float
 from conceptlens.world.vocabulary import ATTRIBUTE_GROUPS, CLASSES, caption
+
+Log = Callable[[str], None]
 
 
 def training_caption(label: str, attributes: dict[str, str], subset_share: float, rng: np.random.Generator) -> str:
@@ -31,69 +39,111 @@ def training_caption(label: str, attributes: dict[str, str], subset_share: float
     return caption(label if rng.random() < 0.7 or not include else None, attributes, include)
 
 
-def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
+def _targets(labels: np.ndarray, attributes: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {"class": torch.as_tensor(labels)} | {g.name: torch.as_tensor(attributes[g.name]) for g in ATTRIBUTE_GROUPS}
 
 
-def _embed_prompts(model, vlm, texts: list[str], device) -> torch.Tensor:
-    return F.normalize(model.encode_text(vlm.tokenizer(texts).to(device)), dim=-1)
+def _prompts() -> dict[str, list[str]]:
+    """The prompts of each class set and attribute group, in the order of ``_targets``."""
+    return {"class": [caption(c, {}, set()) for c in CLASSES]} | {
+        g.name: [caption(None, {g.name: v}, {g.name}) for v in g.values] for g in ATTRIBUTE_GROUPS}
 
 
-def train_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
-               cfg: VLMConfig, *, device: torch.device, seed: int = 0,
-               log: Callable[[str], None] = print) -> dict:
-    """Train ``vlm`` (a :class:`conceptlens.models.VLM`) in place.
+def _supervised(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Class cross-entropy and mean attribute cross-entropy, equally weighted: shape is the hard part."""
+    class_ce, *attribute_ce = [F.cross_entropy(lg, t) for lg, t in zip(logits, targets)]
+    return (class_ce + sum(attribute_ce) / len(attribute_ce)) / 2
 
-    ``images``: ``uint8 (N, 3, H, W)``; ``labels``: class indices ``(N,)``; ``attributes``: for
-    each attribute group, the value index of every image ``(N,)``.
-    """
-    model = vlm.to(device).model
-    model.train()
-    targets = {"class": torch.as_tensor(labels)} | {g.name: torch.as_tensor(attributes[g.name])
-                                                    for g in ATTRIBUTE_GROUPS}
-    prompts = {"class": [caption(c, {}, set()) for c in CLASSES]}
-    prompts |= {g.name: [caption(None, {g.name: v}, {g.name}) for v in g.values] for g in ATTRIBUTE_GROUPS}
-    all_prompts, prompt_sizes = sum(prompts.values(), []), [len(p) for p in prompts.values()]
-    tc = cfg.train
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    steps = tc.epochs * -(-len(images) // tc.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps, pct_start=0.1)
-    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-    start, epoch = time.time(), 0
+
+def _loop(name: str, n: int, tc: TrainConfig, params, step: Callable[[torch.Tensor], torch.Tensor],
+          seed: int, log: Log) -> dict:
+    """AdamW + one-cycle over shuffled minibatches of ``range(n)``; ``step(idx)`` returns the loss."""
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * -(-n // tc.batch_size),
+                                                pct_start=0.15)
+    gen, start, epoch = torch.Generator().manual_seed(seed), time.time(), 0
     for epoch in range(1, tc.epochs + 1):
-        sums, seen = {"contrastive": 0.0, "supervised": 0.0}, 0
-        for idx in minibatches(len(images), tc.batch_size, gen):
-            ii = idx.numpy()
-            texts = [training_caption(CLASSES[labels[i]],
-                                      {g.name: g.values[attributes[g.name][i]] for g in ATTRIBUTE_GROUPS},
-                                      cfg.caption_subset, rng) for i in ii]
-            img = F.normalize(model.encode_image(vlm.normalize(to_float(images[idx], device))), dim=-1)
-            txt, *prompt_emb = _embed_prompts(model, vlm, texts + all_prompts, device).split(
-                [len(texts)] + prompt_sizes)
-            scale = model.logit_scale.exp().clamp(max=100)
-            logits = scale * img @ txt.T
-            codes = torch.as_tensor(np.unique(texts, return_inverse=True)[1], device=device)
-            same = (codes[:, None] == codes[None, :]).float()
-            same = same / same.sum(1, keepdim=True)
-            contrastive = (_soft_cross_entropy(logits, same) + _soft_cross_entropy(logits.T, same)) / 2
-            supervised = sum(F.cross_entropy(scale * img @ emb.T, t[idx].to(device))
-                             for emb, t in zip(prompt_emb, targets.values()))
-            loss = contrastive + cfg.aux_weight * supervised / len(targets)
+        total = 0.0
+        for idx in minibatches(n, tc.batch_size, gen):
+            loss = step(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            sums["contrastive"] += contrastive.item() * len(idx)
-            sums["supervised"] += supervised.item() / len(targets) * len(idx)
-            seen += len(idx)
+            total += loss.item() * len(idx)
         elapsed = time.time() - start
-        log(f"tiny CLIP epoch {epoch}/{tc.epochs}: contrastive {sums['contrastive'] / seen:.3f}, "
-            f"supervised {sums['supervised'] / seen:.3f} ({seen * epoch / elapsed:.0f} pairs/s)")
+        log(f"{name} epoch {epoch}/{tc.epochs}: loss {total / n:.3f} ({n * epoch / elapsed:.0f} samples/s)")
         if elapsed > tc.max_minutes * 60 and epoch < tc.epochs:
-            log(f"tiny CLIP: stopping after {epoch} epochs, over vlm.train.max_minutes={tc.max_minutes}")
+            log(f"{name}: stopping after {epoch} epochs, over max_minutes={tc.max_minutes}")
             break
+    return {"epochs": epoch, "loss": total / n, "seconds": time.time() - start}
+
+
+def pretrain_vision(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
+                    tc: TrainConfig, *, device: torch.device, seed: int = 0, log: Log = print) -> dict:
+    """Phase 1: supervised training of ``vlm.model.visual`` with throwaway linear heads."""
+    visual = vlm.to(device).model.visual.train()
+    targets = _targets(labels, attributes)
+    dim = vlm.model.text_projection.shape[1]
+    heads = torch.nn.ModuleList(torch.nn.Linear(dim, len(p)) for p in _prompts().values()).to(device)
+
+    def step(idx):
+        x = to_float(images[idx], device)
+        flip = torch.rand(len(x), device=device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        emb = visual(vlm.normalize(x))
+        return _supervised([h(emb) for h in heads], [t[idx].to(device) for t in targets.values()])
+
+    info = _loop("tiny CLIP vision pre-training", len(images), tc, [*visual.parameters(), *heads.parameters()],
+                 step, seed, log)
+    visual.eval()
+    return info
+
+
+def align_text(vlm, image_embeddings: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
+               cfg: VLMConfig, *, device: torch.device, seed: int = 0, log: Log = print) -> dict:
+    """Phase 2: train the text tower (and temperature) against frozen image embeddings ``(N, E)``."""
+    model = vlm.to(device).model
+    model.train()
+    vision_params = {id(p) for p in model.visual.parameters()}
+    params = [p for p in model.parameters() if id(p) not in vision_params]
+    targets, prompts = _targets(labels, attributes), _prompts()
+    all_prompts, sizes = sum(prompts.values(), []), [len(p) for p in prompts.values()]
+    rng = np.random.default_rng(seed)
+    emb = image_embeddings.to(device)
+
+    def step(idx):
+        texts = [training_caption(CLASSES[labels[i]], {g.name: g.values[attributes[g.name][i]]
+                                                        for g in ATTRIBUTE_GROUPS}, cfg.caption_subset, rng)
+                 for i in idx.numpy()]
+        tokens = vlm.tokenizer(texts + all_prompts).to(device)
+        txt, *prompt_emb = F.normalize(model.encode_text(tokens), dim=-1).split([len(texts)] + sizes)
+        img = emb[idx.to(device)]
+        scale = model.logit_scale.exp().clamp(max=100)
+        logits = scale * img @ txt.T
+        codes = torch.as_tensor(np.unique(texts, return_inverse=True)[1], device=device)
+        same = (codes[:, None] == codes[None, :]).float()
+        same = same / same.sum(1, keepdim=True)
+        contrastive = -((same * logits.log_softmax(1)).sum(1).mean() + (same * logits.log_softmax(0)).sum(0).mean()) / 2
+        supervised = _supervised([scale * img @ p.T for p in prompt_emb], [t[idx].to(device) for t in targets.values()])
+        return contrastive + cfg.aux_weight * supervised
+
+    info = _loop("tiny CLIP text alignment", len(emb), cfg.align, params, step, seed, log)
     model.eval()
-    return {"epochs": epoch, "seconds": time.time() - start}
+    return info
+
+
+def train_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
+               cfg: VLMConfig, *, device: torch.device, seed: int = 0, log: Log = print) -> dict:
+    """Train ``vlm`` (a :class:`conceptlens.models.VLM`) in place, both phases.
+
+    ``images``: ``uint8 (N, 3, H, W)``; ``labels``: class indices ``(N,)``; ``attributes``: for
+    each attribute group, the value index of every image ``(N,)``.
+    """
+    vision = pretrain_vision(vlm, images, labels, attributes, cfg.pretrain, device=device, seed=seed, log=log)
+    embeddings = embed_images(vlm, images, device=device)
+    text = align_text(vlm, embeddings, labels, attributes, cfg, device=device, seed=seed, log=log)
+    return {"pretrain": vision, "align": text}
 
 
 @torch.no_grad()

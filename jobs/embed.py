@@ -1,0 +1,133 @@
+"""conceptlens embed: the embeddings table, one row per image, sharded over Ray Data workers.
+
+Reads a manifest or image folder (default: this run's ConceptWorld), decodes images in CPU
+tasks, runs the classifier and the VLM in an actor pool, and writes
+``<run>/embed/embeddings/part-*.parquet`` (a Parquet dataset) plus ``rejects/`` for images
+that could not be read. A re-run resumes: finished shards are skipped.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conceptlens.cli import parse_config
+from conceptlens.config import Config
+from conceptlens.datasets import read_dataset
+from conceptlens.embedding import ModelSpec
+from conceptlens.raydata import embed_table, init_ray
+from conceptlens.runs import command_dir, write_metrics
+from conceptlens.shards import ShardPlan, batch_to_table, write_atomic
+from conceptlens.tracking import log_results, mlflow_run
+from conceptlens.world import CLASSES
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def world_dir(cfg: Config) -> Path:
+    return Path(cfg.run.root) / cfg.run.name / "world"
+
+
+def model_spec(cfg: Config) -> ModelSpec:
+    """The models to embed with: from config, else the ones `conceptlens world` trained for this run."""
+    classifier, vlm = cfg.classifier.checkpoint, cfg.vlm.pretrained
+    models = world_dir(cfg) / "models.json"
+    if (classifier is None or vlm is None) and models.is_file():
+        trained = json.loads(models.read_text())
+        classifier, vlm = classifier or trained["classifier"], vlm or trained["vlm"]
+    if classifier is None and cfg.classifier.weights is None:
+        raise ValueError(f"no classifier: set classifier.checkpoint (or classifier.weights), "
+                         f"or run `conceptlens world` for run '{cfg.run.name}' first")
+    return ModelSpec(cfg.classifier.arch, classifier, cfg.classifier.head, cfg.classifier.num_classes,
+                     cfg.vlm.arch, vlm, cfg.vlm.model_config, cfg.classifier.weights)
+
+
+def load_input(cfg: Config) -> pa.Table:
+    if cfg.data.source:
+        return read_dataset(cfg.data.source, classes=cfg.data.classes)
+    manifest = world_dir(cfg) / "manifest.parquet"
+    if not manifest.is_file():
+        raise ValueError(f"no data.source given and no ConceptWorld manifest at {manifest}; "
+                         f"run `conceptlens world` first or set data.source=PATH")
+    return read_dataset(manifest, classes=cfg.data.classes or CLASSES)
+
+
+def embed(cfg: Config) -> dict:
+    """Embed every pending shard; return the metrics of the whole table."""
+    out = command_dir(cfg.run, "embed")
+    table = load_input(cfg)
+    spec = model_spec(cfg)
+    plan = ShardPlan(out / "embeddings", table.column("id").to_pylist(), cfg.embed.shard_size)
+    rejects_dir = out / "rejects"
+    rejects_dir.mkdir(exist_ok=True)
+    pending = plan.pending()
+    log(f"embed: {table.num_rows} rows in {plan.count} shards, {len(pending)} to do")
+    start, done, last_report = time.time(), 0, time.time()
+    if pending:
+        init_ray(cfg.ray)
+        todo = pa.concat_tables([table.slice(a, b - a) for a, b in map(plan.rows, pending)])
+        queue, buffered = list(pending), []
+        for batch in embed_table(todo, spec, cfg.embed, image_size=cfg.data.image_size, device=cfg.run.device):
+            buffered.append(batch_to_table(batch))
+            done += len(batch["id"])
+            while queue and sum(t.num_rows for t in buffered) >= _size(plan, queue[0]):
+                rows = pa.concat_tables(buffered)
+                n = _size(plan, queue[0])
+                _write_shard(plan, rejects_dir, queue.pop(0), rows.slice(0, n))
+                buffered = [rows.slice(n)] if rows.num_rows > n else []
+            if time.time() - last_report > 10 or done == todo.num_rows:
+                last_report = time.time()
+                log(f"embed: {done}/{todo.num_rows} rows ({done / (time.time() - start):.0f} rows/s)")
+    seconds = time.time() - start
+    embeddings = pq.read_table(plan.folder)
+    rejects = pq.read_table(rejects_dir) if any(rejects_dir.glob("*.parquet")) else None
+    metrics = {"rows": embeddings.num_rows, "rejects": rejects.num_rows if rejects is not None else 0,
+               "input_rows": table.num_rows, "shards": plan.count, "shards_this_run": len(pending),
+               "rows_this_run": done, "seconds": seconds, "rows_per_second": done / seconds if done else None,
+               "nodes": len(set(embeddings.column("node_id").to_pylist())),
+               "output": str(plan.folder.resolve())}
+    write_metrics(out, metrics)
+    return metrics
+
+
+def _size(plan: ShardPlan, shard: int) -> int:
+    a, b = plan.rows(shard)
+    return b - a
+
+
+def _write_shard(plan: ShardPlan, rejects_dir: Path, shard: int, rows: pa.Table) -> None:
+    failed = pc.not_equal(rows.column("error"), "")
+    write_atomic(rows.filter(failed).select(["id", "path", "error"]), rejects_dir / plan.path(shard).name)
+    write_atomic(rows.filter(pc.invert(failed)).drop_columns(["error"]), plan.path(shard))  # last: marks done
+
+
+def run(cfg: Config) -> dict:
+    with mlflow_run(cfg, "embed"):
+        metrics = embed(cfg)
+        out = command_dir(cfg.run, "embed")
+        log_results(metrics, out / "metrics.json", out / "rejects",
+                    tags={"output": metrics["output"]})
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_config("embed", __doc__, argv)
+    try:
+        metrics = run(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"conceptlens embed: {err}", file=sys.stderr)
+        return 2
+    print(f"embedded {metrics['rows']} rows ({metrics['rejects']} rejected) into {metrics['output']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Read a user's dataset into the manifest every job starts from.
+
+A source is a manifest (Parquet or CSV with ``path`` and ``label``, optional ``id``,
+``split`` and any other columns, which pass through) or an image folder with one
+sub-folder per class. Relative paths in a manifest are relative to the manifest's folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def _image_folder(root: Path) -> pa.Table:
+    rows = [{"path": str(p.resolve()), "label": p.parent.name}
+            for p in sorted(root.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not rows:
+        raise ValueError(f"image folder {root} has no images in class sub-folders (<root>/<class>/<image>)")
+    return pa.Table.from_pylist(rows)
+
+
+def _manifest(path: Path) -> pa.Table:
+    table = pq.read_table(path) if path.suffix == ".parquet" else pcsv.read_csv(path)
+    missing = {"path", "label"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}; it has {table.column_names}")
+    paths = [p if Path(p).is_absolute() else str((path.parent / p).resolve())
+             for p in table.column("path").to_pylist()]
+    return table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
+
+
+def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None) -> pa.Table:
+    """The dataset as a table with ``id, path, split, label, label_index`` and pass-through columns.
+
+    ``classes`` gives the classifier's output order; by default the sorted distinct labels.
+    A label outside ``classes`` is an error naming it.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"dataset source {source} does not exist")
+    table = _image_folder(source) if source.is_dir() else _manifest(source)
+    labels = [str(v) for v in table.column("label").to_pylist()]
+    classes = list(classes) if classes else sorted(set(labels))
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise ValueError(f"labels {unknown[:5]} are not among the classifier's classes {classes}")
+    index = {c: i for i, c in enumerate(classes)}
+    columns = {"label": pa.array(labels, pa.string()), "label_index": pa.array([index[v] for v in labels], pa.int64())}
+    if "id" not in table.column_names:
+        columns["id"] = pa.array([f"{i:08d}" for i in range(table.num_rows)], pa.string())
+    if "split" not in table.column_names:
+        columns["split"] = pa.array(["all"] * table.num_rows, pa.string())
+    for name, values in columns.items():
+        if name in table.column_names:
+            table = table.set_column(table.schema.get_field_index(name), name, values)
+        else:
+            table = table.append_column(name, values)
+    table = table.set_column(table.schema.get_field_index("id"), "id", pc.cast(table.column("id"), pa.string()))
+    first = ["id", "path", "split", "label", "label_index"]
+    return table.select(first + [c for c in table.column_names if c not in first])

@@ -1,0 +1,83 @@
+"""Decode images and embed them with the classifier and the VLM: the rows of the embeddings table.
+
+Plain functions on NumPy batches (``dict[str, np.ndarray]``), so Ray Data, a plain loop
+and the serve endpoint all call the same code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from conceptlens.models import build_classifier, build_vlm
+
+VECTOR_COLUMNS = ("logits", "features", "vlm_embedding")
+
+
+def decode_image(path: str, size: int) -> tuple[np.ndarray, Optional[str]]:
+    """``uint8 (size, size, 3)`` RGB, resized when needed, and ``None``; or zeros and why it failed."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            return np.asarray(img), None
+    except Exception as err:  # any unreadable file is a reject, never a crash
+        return np.zeros((size, size, 3), np.uint8), f"{type(err).__name__}: {err}"[:300]
+
+
+def decode_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Adds ``image`` ``uint8 (N, size, size, 3)`` and ``error`` (``""`` when the image decoded)."""
+    decoded = [decode_image(p, size) for p in batch["path"]]
+    batch["image"] = np.stack([d[0] for d in decoded])
+    batch["error"] = np.array([d[1] or "" for d in decoded], dtype=object)
+    return batch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an embedding worker needs to build its models (picklable, paths not weights)."""
+    classifier_arch: str
+    classifier_checkpoint: Optional[str]
+    classifier_head: str
+    num_classes: int
+    vlm_arch: str
+    vlm_pretrained: Optional[str]
+    vlm_model_config: Optional[str] = None
+    classifier_weights: Optional[str] = None
+
+
+class Embedder:
+    """Classifier and VLM outputs for a batch of decoded images.
+
+    ``__call__(batch)`` adds ``prediction`` (int64), ``confidence`` (float32 max softmax),
+    ``logits`` (float32, K), ``features`` (float32, D encoder features) and ``vlm_embedding``
+    (float32, E, L2-normalised), and drops ``image``.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "auto"):
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if device == "auto" else device)
+        self.classifier = build_classifier(spec.classifier_arch, num_classes=spec.num_classes,
+                                           head=spec.classifier_head, weights=spec.classifier_weights,
+                                           checkpoint=spec.classifier_checkpoint).to(self.device).eval()
+        self.vlm = build_vlm(spec.vlm_arch, pretrained=spec.vlm_pretrained,
+                             model_config=spec.vlm_model_config).to(self.device).eval()
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """``images``: ``uint8 (N, H, W, 3)`` -> the model columns."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        features = self.classifier.features(x)
+        logits = self.classifier.head(features)
+        confidence, prediction = logits.softmax(-1).max(-1)
+        return {"prediction": prediction.cpu().numpy(), "confidence": confidence.cpu().numpy(),
+                "logits": logits.cpu().numpy(), "features": features.cpu().numpy(),
+                "vlm_embedding": self.vlm.encode_images(x).cpu().numpy()}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {k: v for k, v in batch.items() if k != "image"}
+        return out | self.embed(batch["image"])

@@ -1,0 +1,145 @@
+"""`conceptlens embed` on a slice of the demo's ConceptWorld: local Ray, a killed run, 2 nodes, a real MLflow server."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from conceptlens.jobs import embed
+
+pytestmark = pytest.mark.slow
+ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def dataset(demo_run, tmp_path_factory):
+    """A manifest of ROWS test images of the world, plus one truncated and one missing image."""
+    folder = tmp_path_factory.mktemp("data")
+    manifest = pq.read_table(demo_run / "demo" / "world" / "manifest.parquet")
+    rows = manifest.filter(pc.equal(manifest["split"], "test")).slice(0, ROWS)
+    good = rows.column("path").to_pylist()[0]
+    truncated = folder / "truncated.png"
+    truncated.write_bytes(open(good, "rb").read()[:100])
+    bad = rows.slice(0, 2).to_pylist()
+    bad[0] |= {"id": "bad-truncated", "path": str(truncated)}
+    bad[1] |= {"id": "bad-missing", "path": str(folder / "missing.png")}
+    table = pa.concat_tables([rows, pa.Table.from_pylist(bad, schema=rows.schema)])
+    pq.write_table(table, folder / "manifest.parquet")
+    return folder / "manifest.parquet"
+
+
+def args(demo_run, dataset, name, *extra):
+    """Embed `dataset` into run `name` with the demo's trained models (given explicitly, as a user would)."""
+    trained = json.loads((demo_run / "demo" / "world" / "models.json").read_text())
+    return [f"run.root={demo_run}", f"run.name={name}", f"data.source={dataset}",
+            f"classifier.checkpoint={trained['classifier']}", f"vlm.pretrained={trained['vlm']}",
+            "embed.batch_size=64", "embed.shard_size=100", "run.device=cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_embeds_every_row_once_and_rejects_unreadable_images(demo_run, dataset, local_ray, capsys):
+    assert embed.main(args(demo_run, dataset, "e1")) == 0
+    out = demo_run / "e1" / "embed"
+    table = pq.read_table(out / "embeddings")
+    assert table.num_rows == ROWS and len(set(table.column("id").to_pylist())) == ROWS
+    for column in ["id", "path", "split", "label", "label_index", "prediction", "confidence", "logits", "features",
+                   "vlm_embedding", "scenario", "background_water", "node_id"]:
+        assert column in table.column_names, column
+    assert len(table.column("logits")[0]) == 10 and len(table.column("features")[0]) == 512
+    emb = np.stack(table.column("vlm_embedding").to_numpy(zero_copy_only=False))
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    accuracy = np.mean(table.column("prediction").to_numpy() == table.column("label_index").to_numpy())
+    assert accuracy > 0.7  # the demo classifier, on its own test images
+    rejects = pq.read_table(out / "rejects").to_pylist()
+    assert {r["id"] for r in rejects} == {"bad-truncated", "bad-missing"}
+    assert all(r["error"] for r in rejects)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rows"] == ROWS and metrics["rejects"] == 2 and metrics["rows_per_second"] > 0
+    assert "rows/s" in capsys.readouterr().out
+
+
+def test_matches_a_plain_loop(demo_run, dataset):
+    from conceptlens.embedding import Embedder, decode_batch
+    table = pq.read_table(demo_run / "e1" / "embed" / "embeddings").slice(0, 8)
+    spec = embed.model_spec(embed.parse_config("embed", "", args(demo_run, dataset, "e1")))
+    plain = Embedder(spec, "cpu")(decode_batch({"path": np.array(table.column("path").to_pylist())}, 64))
+    assert np.allclose(np.stack(table.column("logits").to_numpy(zero_copy_only=False)), plain["logits"], atol=1e-4)
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_rows(demo_run, dataset, local_ray):
+    out = demo_run / "e2" / "embed" / "embeddings"
+    cmd = [sys.executable, "-m", "conceptlens.cli", "embed", *args(demo_run, dataset, "e2", "embed.shard_size=50")]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert 2 <= len(before) < 7, "the job should have been killed part-way"
+    assert embed.main(args(demo_run, dataset, "e2", "embed.shard_size=50")) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert len(after) == 7 and all(after[name] == mtime for name, mtime in before.items())
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == ROWS
+    metrics = json.loads((out.parent / "metrics.json").read_text())
+    assert metrics["shards_this_run"] == 7 - len(before)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_runs_on_two_nodes_and_logs_to_a_real_mlflow_server(demo_run, dataset, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                               "--default-artifact-root", str(tmp_path / "artifacts")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        uri = f"http://127.0.0.1:{port}"
+        assert embed.main(args(demo_run, dataset, "e3", f"ray.address={cluster.address}", "embed.actors=2",
+                               "embed.actor_num_cpus=1.5", "embed.decode_num_cpus=0.25",
+                               f"mlflow.tracking_uri={uri}")) == 0
+        table = pq.read_table(demo_run / "e3" / "embed" / "embeddings")
+        assert table.num_rows == ROWS
+        assert len(set(table.column("node_id").to_pylist())) >= 2
+        import mlflow
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id])
+        assert any(r.data.tags.get("command") == "embed" and r.data.metrics.get("rows") == ROWS for r in runs)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
