@@ -1,7 +1,8 @@
 """conceptlens demo: the whole pipeline on ConceptWorld, then a summary of what it found and where it is.
 
-Today the pipeline is: build ConceptWorld and train (or reuse) its classifier and tiny CLIP.
-Runs under ``runs/demo/`` unless ``run.name`` says otherwise.
+Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
+then embed the held-out splits (`embed`). Runs under ``runs/demo/`` unless ``run.name`` says
+otherwise; every step is tracked in the run's MLflow store.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from conceptlens.cli import parse_config
-from conceptlens.jobs import world
+from conceptlens.jobs import embed, world
+from conceptlens.tracking import tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,14 +21,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.run.name == "default":
         cfg.run.name = "demo"
     start = time.time()
-    metrics = world.run(cfg)
+    world_metrics = world.run(cfg)
+    embed_metrics = embed.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
-    print(world.summary(metrics))
+    print(world.summary(world_metrics))
+    print(f"embeddings table: {embed_metrics['rows']} rows ({embed_metrics['rejects']} rejected), "
+          f"{embed_metrics['rows_per_second'] or 0:.0f} rows/s this run")
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")
     for path in sorted(run.glob("*/*")):
         print(f"  {path}")
-    return 0 if all(metrics["checks"].values()) else 1
+    print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
+    return 0 if all(world_metrics["checks"].values()) else 1
 
 
 if __name__ == "__main__":

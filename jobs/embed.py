@@ -51,13 +51,20 @@ def model_spec(cfg: Config) -> ModelSpec:
 
 
 def load_input(cfg: Config) -> pa.Table:
+    """The rows to embed: ``data.source``, else this run's ConceptWorld manifest; only ``data.splits``."""
     if cfg.data.source:
-        return read_dataset(cfg.data.source, classes=cfg.data.classes)
-    manifest = world_dir(cfg) / "manifest.parquet"
-    if not manifest.is_file():
-        raise ValueError(f"no data.source given and no ConceptWorld manifest at {manifest}; "
-                         f"run `conceptlens world` first or set data.source=PATH")
-    return read_dataset(manifest, classes=cfg.data.classes or CLASSES)
+        table = read_dataset(cfg.data.source, classes=cfg.data.classes)
+    else:
+        manifest = world_dir(cfg) / "manifest.parquet"
+        if not manifest.is_file():
+            raise ValueError(f"no data.source given and no ConceptWorld manifest at {manifest}; "
+                             f"run `conceptlens world` first or set data.source=PATH")
+        table = read_dataset(manifest, classes=cfg.data.classes or CLASSES)
+    if cfg.data.splits:
+        table = table.filter(pc.is_in(table.column("split"), pa.array(cfg.data.splits)))
+    if table.num_rows == 0:
+        raise ValueError(f"no rows to embed (data.splits={cfg.data.splits})")
+    return table
 
 
 def embed(cfg: Config) -> dict:

@@ -35,14 +35,14 @@ def _default_scenarios() -> List[ScenarioConfig]:
         ScenarioConfig(name="star_on_water", kind="spurious_correlation", classes=["star"],
                        attribute="background=water"),
         ScenarioConfig(name="hexagon_in_fog", kind="blind_spot", classes=["hexagon"], attribute="weather=fog"),
-        ScenarioConfig(name="dark_crescent", kind="rare_subgroup", classes=["crescent"], attribute="lighting=dark"),
+        ScenarioConfig(name="dark_circle", kind="rare_subgroup", classes=["circle"], attribute="lighting=dark"),
     ]
 
 
 @dataclass
 class WorldConfig:
     seed: int = 0
-    image_size: int = 64
+    image_size: int = 48
     splits: Dict[str, int] = field(
         default_factory=lambda: {"train": 8000, "vlm": 20000, "calib": 3000, "test": 3000})
     scenarios: List[ScenarioConfig] = field(default_factory=_default_scenarios)
@@ -75,8 +75,8 @@ class VLMConfig:
     caption_subset: float = 0.5  # share of training captions naming a random subset of the attributes
     aux_weight: float = 1.0  # weight of prompt classification next to the contrastive loss in text alignment
     # phase 1: supervised pre-training of the vision tower; phase 2: text alignment to frozen image embeddings
-    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=128, lr=2e-3))
-    align: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, batch_size=256, lr=1e-3,
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=128, lr=2e-3))
+    align: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=256, lr=1e-3,
                                                                    weight_decay=0.05))
 
 
@@ -98,8 +98,9 @@ class MlflowConfig:
 @dataclass
 class DataConfig:
     source: Optional[str] = None  # manifest (.parquet/.csv) or image folder; None = this run's ConceptWorld
-    image_size: int = 64  # images are resized to this square size before the models see them
+    image_size: int = 48  # images are resized to this square size before the models see them
     classes: Optional[List[str]] = None  # the classifier's output order; None = ConceptWorld's, or sorted labels
+    splits: Optional[List[str]] = None  # keep only these splits; None = all
 
 
 @dataclass
@@ -169,5 +170,5 @@ def to_dict(section: Any) -> dict:
 
 def config_hash(*sections: Any) -> str:
     """A short stable hash of config sections: the cache key of worlds and models."""
-    blob = json.dumps([to_dict(s) for s in sections], sort_keys=True)
+    blob = json.dumps([s if isinstance(s, dict) else to_dict(s) for s in sections], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -104,7 +104,9 @@ def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print)
     """Pretrained weights if configured, else a tiny CLIP trained on the world's ``vlm`` split (cached)."""
     if cfg.vlm.pretrained:
         return cfg.vlm.pretrained
-    path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(cfg.world, cfg.vlm)}.pt"
+    # scenarios bend only the classifier's split: the vlm split, and so the VLM, depend on these alone
+    vlm_split = {"seed": cfg.world.seed, "image_size": cfg.world.image_size, "size": cfg.world.splits.get("vlm", 0)}
+    path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, cfg.vlm)}.pt"
 
     def train(tmp: Path) -> dict:
         data = split_arrays(read_manifest(world), "vlm")

@@ -18,7 +18,7 @@ COLORS = {
 BACKGROUNDS = {
     "grass": (70, 130, 50), "water": (40, 100, 160), "sand": (205, 185, 130), "indoor": (125, 120, 115),
 }
-SMALL_RADIUS, LARGE_RADIUS = (0.17, 0.21), (0.30, 0.36)  # fraction of the image side
+SMALL_RADIUS, LARGE_RADIUS = (0.22, 0.26), (0.33, 0.39)  # fraction of the image side
 
 
 def _polygon(label: str) -> list[tuple[float, float]] | None:
