@@ -1,11 +1,13 @@
+import json
 import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
 from conceptlens.models import ConceptBank, build_classifier, build_vlm, save_classifier, save_vlm, split_model
-from conceptlens.models import offline, vlm as vlm_module
+from conceptlens.models import classifier as classifier_module, offline, vlm as vlm_module
 
 
 @pytest.fixture
@@ -16,87 +18,105 @@ def images():
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """The real offline code path, with the network probe sent to an address that never answers."""
+    """The real offline code paths: every probe goes to TEST-NET-1 (RFC 5737), which is never routed."""
+    monkeypatch.setattr(offline, "PROBE_OVERRIDE", ("192.0.2.1", 443))
     monkeypatch.setattr(offline, "PROBE_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(offline.socket, "create_connection",
-                        lambda *a, timeout=None, **k: (_ for _ in ()).throw(OSError("unreachable")))
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm():
+    torch.manual_seed(0)
+    return build_vlm("conceptworld-tiny")
 
 
 def test_resnet18_splits_into_pooled_features_and_head(images):
     clf = build_classifier("resnet18", num_classes=10)
-    assert clf.features(images).shape == (2, 512)
-    logits = clf(images)
+    with torch.no_grad():
+        features, logits = clf.features(images), clf(images)
+    assert features.shape == (2, 512) and features.dtype == torch.float32
     assert logits.shape == (2, 10)
-    assert torch.allclose(logits, clf.head(clf.features(images)), atol=1e-5)
+    assert torch.allclose(logits, clf.head(features), atol=1e-5)
+    assert set(k.split(".")[0] for k in clf.state_dict()) == {"encoder", "head"}
 
 
 def test_other_architectures_and_factories(images):
     mobile = build_classifier("mobilenet_v3_small", num_classes=10, head="classifier")
-    assert mobile(images).shape == (2, 10) and mobile.features(images).shape == (2, 576)
-    factory = build_classifier("torchvision.models:resnet18", num_classes=3)
-    assert factory(images).shape == (2, 3)
+    with torch.no_grad():
+        assert mobile(images).shape == (2, 10) and mobile.features(images).shape == (2, 576)
+        factory = build_classifier("torchvision.models:resnet18", num_classes=3)
+        assert factory(images).shape == (2, 3)
+
+
+def test_split_model_keeps_the_original_intact():
+    model = torchvision.models.resnet18(num_classes=4)
+    encoder, head = split_model(model, "fc")
+    assert isinstance(encoder.fc, torch.nn.Identity) and head is model.fc
+    assert isinstance(model.fc, torch.nn.Linear)
+    vit = torchvision.models.vit_b_16(num_classes=4)  # a nested head
+    encoder, head = split_model(vit, "heads.head")
+    assert isinstance(encoder.heads.head, torch.nn.Identity) and head is vit.heads.head
 
 
 def test_bad_names_are_explained():
-    with pytest.raises(ValueError, match="torchvision name"):
+    with pytest.raises(ValueError, match="torchvision classification model name"):
         build_classifier("resnet19", num_classes=10)
-    with pytest.raises(ValueError, match="no module 'fcc'"):
+    with pytest.raises(ValueError, match="no module 'fcc'.*'avgpool', 'fc'"):
         build_classifier("resnet18", num_classes=10, head="fcc")
     with pytest.raises(ValueError, match="cannot be imported"):
         build_classifier("nowhere:model", num_classes=10)
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        build_classifier("resnet18", num_classes=10, weights="IMAGENET9K")
+
+
+def test_new_label_set_replaces_the_last_linear_of_a_pretrained_head():
+    head = torchvision.models.mobilenet_v3_small(num_classes=1000).classifier
+    first = head[0]
+    new = classifier_module._with_outputs(head, 7)
+    assert new[0] is first and new[-1].out_features == 7 and new[-1].in_features == 1024
+    assert classifier_module._with_outputs(torch.nn.Linear(512, 1000), 7).out_features == 7
 
 
 def test_checkpoints_round_trip_in_both_key_styles(tmp_path, images):
     clf = build_classifier("resnet18", num_classes=10)
     save_classifier(clf, tmp_path / "clf.pt")
-    torch.save({"state_dict": _whole_model_state(clf)}, tmp_path / "tv.pt")
-    for path in (tmp_path / "clf.pt", tmp_path / "tv.pt"):
-        again = build_classifier("resnet18", num_classes=10, checkpoint=str(path))
-        assert torch.allclose(again(images), clf(images), atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    whole = torchvision.models.resnet18(num_classes=10)
+    torch.save({"state_dict": whole.state_dict()}, tmp_path / "tv.pt")
+    with torch.no_grad():
+        again = build_classifier("resnet18", num_classes=10, checkpoint=str(tmp_path / "clf.pt"))
+        assert torch.equal(again(images), clf(images))
+        from_whole = build_classifier("resnet18", num_classes=10, checkpoint=tmp_path / "tv.pt")
+        assert torch.allclose(from_whole(images), whole.eval()(torchvision.transforms.functional.normalize(
+            images, classifier_module.IMAGENET_MEAN, classifier_module.IMAGENET_STD)), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
         build_classifier("resnet18", num_classes=10, checkpoint=str(tmp_path / "missing.pt"))
 
 
-def _whole_model_state(clf):
-    """The state dict a plain torchvision resnet18 would have: encoder keys plus fc.*"""
-    state = {k[len("encoder."):]: v for k, v in clf.state_dict().items() if k.startswith("encoder.")}
-    return state | {f"fc.{k}": v for k, v in clf.head.state_dict().items()}
-
-
-def test_split_model_keeps_the_original_intact():
-    import torchvision
-    model = torchvision.models.resnet18(num_classes=4)
-    encoder, head = split_model(model, "fc")
-    assert isinstance(encoder.fc, torch.nn.Identity) and head is model.fc
-
-
 def test_torchvision_weights_offline_fail_fast(no_network, monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    start = time.time()
-    with pytest.raises(RuntimeError, match="classifier.checkpoint"):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty cache
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="not cached at .*network is unreachable.*classifier.checkpoint="):
         build_classifier("resnet18", num_classes=1000, weights="IMAGENET1K_V1")
-    assert time.time() - start < 15
+    assert time.monotonic() - start < 15
 
 
-def test_tiny_clip_embeds_images_of_any_size_and_texts():
-    vlm = build_vlm("conceptworld-tiny")
+def test_tiny_clip_embeds_images_of_any_size_and_texts(tiny_vlm):
     with torch.no_grad():
         for shape in ((3, 3, 64, 64), (2, 3, 100, 80)):
-            emb = vlm.encode_images(torch.rand(*shape))
-            assert emb.shape == (shape[0], 128)
+            emb = tiny_vlm.encode_images(torch.rand(*shape))
+            assert emb.shape == (shape[0], 128) and emb.dtype == torch.float32
             assert torch.allclose(emb.norm(dim=-1), torch.ones(shape[0]), atol=1e-5)
-        text = vlm.encode_texts(["a photo of a star", "a photo of a circle"])
+        text = tiny_vlm.encode_texts(["a photo of a star", "a photo of a circle"])
     assert text.shape == (2, 128) and torch.allclose(text.norm(dim=-1), torch.ones(2), atol=1e-5)
 
 
-def test_vlm_checkpoint_round_trip_and_bad_arguments(tmp_path):
-    vlm = build_vlm("conceptworld-tiny")
-    save_vlm(vlm, tmp_path / "vlm.pt")
+def test_vlm_checkpoint_round_trip_and_bad_arguments(tiny_vlm, tmp_path):
+    save_vlm(tiny_vlm, tmp_path / "vlm.pt")
     again = build_vlm("conceptworld-tiny", pretrained=str(tmp_path / "vlm.pt"))
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(vlm.encode_images(x), again.encode_images(x), atol=1e-5)
-    with pytest.raises(ValueError, match="pretrained tag"):
+        assert torch.equal(tiny_vlm.encode_images(x), again.encode_images(x))
+        assert torch.equal(tiny_vlm.encode_texts(["a red star"]), again.encode_texts(["a red star"]))
+    with pytest.raises(ValueError, match="pretrained tag of ViT-B-32.*'openai'"):
         build_vlm("ViT-B-32", pretrained="not-a-tag")
     with pytest.raises(FileNotFoundError):
         build_vlm("conceptworld-tiny", pretrained=str(tmp_path / "missing.pt"))
@@ -105,25 +125,55 @@ def test_vlm_checkpoint_round_trip_and_bad_arguments(tmp_path):
 
 
 def test_custom_model_config_registers_an_architecture(tmp_path):
-    config = tmp_path / "my-clip.json"
-    config.write_text((vlm_module.CONFIG_DIR / "conceptworld-tiny.json").read_text())
-    vlm = build_vlm("ignored", model_config=str(config))
-    assert vlm.image_size == 64
+    config = json.loads((vlm_module.CONFIG_DIR / "conceptworld-tiny.json").read_text())
+    config["embed_dim"] = 32
+    (tmp_path / "my-clip.json").write_text(json.dumps(config))
+    vlm = build_vlm("ignored", model_config=str(tmp_path / "my-clip.json"))
+    assert vlm.image_size == config["vision_cfg"]["image_size"]
+    with torch.no_grad():
+        assert vlm.encode_texts(["a star"]).shape == (1, 32)
 
 
-def test_pretrained_tag_offline_fails_fast(no_network):
-    start = time.time()
-    with pytest.raises(RuntimeError, match="vlm.pretrained"):
+def test_pretrained_tag_offline_fails_fast(no_network, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="'openai' for ViT-B-32 are not cached.*vlm.pretrained="):
         build_vlm("ViT-B-32", pretrained="openai")
-    assert time.time() - start < 15
+    assert time.monotonic() - start < 15
+    assert not constants.HF_HUB_OFFLINE  # offline mode was only for the call
 
 
-def test_concept_bank_is_the_normalised_mean_of_prompt_embeddings():
-    vlm = build_vlm("conceptworld-tiny")
-    bank = ConceptBank.from_templates(vlm, {"water": "on water", "fog": "in fog"},
-                                      ["a photo of an object {}", "an object {}"])
+def test_pretrained_tag_offline_loads_a_cached_copy(no_network, monkeypatch, tmp_path, tiny_vlm):
+    """A tag whose weights sit in the Hugging Face cache loads with the network unreachable."""
+    import open_clip.pretrained
+    from huggingface_hub import constants
+
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "conceptworld-tiny",
+                        {"cached": {"hf_hub": "local/conceptworld-tiny/", "mean": (0.5,) * 3, "std": (0.25,) * 3}})
+    repo, commit = tmp_path / "models--local--conceptworld-tiny", "0" * 40  # the hub cache's layout
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_vlm(tiny_vlm, repo / "snapshots" / commit / "open_clip_pytorch_model.bin")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    vlm = build_vlm("conceptworld-tiny", pretrained="cached")
+    assert torch.allclose(vlm.mean.flatten(), torch.full((3,), 0.5))  # the tag's preprocessing
+    with torch.no_grad():
+        assert torch.equal(vlm.encode_texts(["a red star"]), tiny_vlm.encode_texts(["a red star"]))
+
+
+def test_concept_bank_is_the_normalised_mean_of_prompt_embeddings(tiny_vlm):
+    bank = ConceptBank.from_templates(tiny_vlm, {"water": "on water", "fog": "in fog"},
+                                      ["a photo of an object {}.", "an object {}"])
     assert bank.names == ["water", "fog"] and bank.embeddings.shape == (2, 128)
     with torch.no_grad():
-        prompts = vlm.encode_texts(["a photo of an object in fog", "an object in fog"])
+        prompts = tiny_vlm.encode_texts(["a photo of an object in fog.", "an object in fog"])
     assert torch.allclose(bank.embeddings[1], F.normalize(prompts.mean(0), dim=-1), atol=1e-5)
-    assert bank.scores(F.normalize(torch.rand(4, 128), dim=-1)).shape == (4, 2)
+    assert torch.allclose(bank.embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
+    listed = ConceptBank.from_templates(tiny_vlm, ["stripes", "dots"], ["a {} pattern"])
+    assert listed.names == ["stripes", "dots"] and listed.embeddings.shape == (2, 128)
+    images = tiny_vlm.encode_images(torch.rand(4, 3, 48, 48)).detach()
+    assert torch.allclose(bank.scores(images), images @ bank.embeddings.T)
+    assert bank.scores(images).shape == (4, 2)

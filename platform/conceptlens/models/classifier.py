@@ -23,41 +23,51 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class Classifier(nn.Module):
-    """``forward``: float images ``(N, 3, H, W)`` in [0, 1] -> logits ``(N, K)``."""
+    """An image classifier split into encoder and head. Inputs: float images in [0, 1], ``(N, 3, H, W)``.
+
+    ``state_dict()`` holds ``encoder.*`` and ``head.*`` only (mean/std are constants, not weights).
+    """
 
     def __init__(self, encoder: nn.Module, head: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         self.encoder, self.head = encoder, head
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder features ``float32 (N, D)``, e.g. D = 512 pooled features for resnet18."""
+        """Encoder features ``float32 (N, D)`` of normalised ``x``, e.g. D = 512 pooled features of resnet18."""
         return self.encoder((x - self.mean) / self.std).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``float32 (N, num_classes)`` = ``head(features(x))``."""
         return self.head(self.features(x))
 
 
 def split_model(model: nn.Module, head: str) -> tuple[nn.Module, nn.Module]:
-    """``(encoder, head)``: the model with module ``head`` (dotted name) replaced by Identity, and that module."""
+    """``(encoder, head)``: a deep copy of ``model`` with module ``head`` (dotted name) replaced by
+    ``Identity``, and that module itself. ``model`` is left intact."""
     modules = dict(model.named_modules())
     if not head or head not in modules:
-        candidates = [n for n, m in model.named_children()][-4:]
-        raise ValueError(f"no module {head!r} to split at; the model's last children are {candidates}")
+        names = [n for n, _ in model.named_children()][-5:]
+        raise ValueError(f"no module {head!r} to split the classifier at; its last top-level modules are {names} "
+                         f"(use a dotted name such as 'heads.head' for nested ones)")
     encoder = copy.deepcopy(model)
-    parent_name, _, child = head.rpartition(".")
-    setattr(encoder.get_submodule(parent_name) if parent_name else encoder, child, nn.Identity())
+    encoder.set_submodule(head, nn.Identity())
     return encoder, modules[head]
 
 
 def _torchvision_weights(arch: str, tag: str):
-    weights = torchvision.models.get_model_weights(arch)[tag]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-    if not cached.is_file() and not reachable(urlparse(weights.url).hostname):
+    """The torchvision weights enum for ``tag``, failing at once when they are neither cached nor downloadable."""
+    enum = torchvision.models.get_model_weights(arch)
+    if tag not in enum.__members__:
+        raise ValueError(f"classifier.weights={tag!r} is not a weights tag of {arch}; tags: {list(enum.__members__)}")
+    weights = enum[tag]
+    url = urlparse(weights.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.path)
+    if not cached.is_file() and not reachable(url.hostname, url.port or 443):
         raise RuntimeError(
-            f"torchvision weights {tag} for {arch} are not cached at {cached} and the network is unreachable; "
-            f"pass classifier.checkpoint=/path/to/state_dict.pt, or put the weights file at {cached}")
+            f"weights {tag} for {arch} are not cached at {cached} and the network is unreachable; "
+            f"pass classifier.checkpoint=/path/to/state_dict.pt or put the file at {cached}")
     return weights
 
 
@@ -68,16 +78,34 @@ def _make(arch: str, num_classes: int, weights: str | None) -> nn.Module:
             factory = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"classifier factory {arch!r} cannot be imported: {err}") from None
-        return factory(num_classes=num_classes)
-    if arch not in torchvision.models.list_models():
-        raise ValueError(f"unknown classifier arch {arch!r}: use a torchvision name "
-                         f"(e.g. resnet18, resnet50, mobilenet_v3_small) or module:function")
+        model = factory(num_classes=num_classes)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"classifier factory {arch!r} returned {type(model).__name__}, not an nn.Module")
+        return model
+    if arch not in torchvision.models.list_models(torchvision.models):
+        raise ValueError(f"unknown classifier arch {arch!r}: use a torchvision classification model name "
+                         f"(e.g. resnet18, resnet50, mobilenet_v3_small) or a 'module:function' factory")
     if weights is None:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     return torchvision.models.get_model(arch, weights=_torchvision_weights(arch, weights))
 
 
-def _load_state(path: str) -> dict:
+def _with_outputs(head: nn.Module, num_classes: int) -> nn.Module:
+    """``head`` with its last Linear layer replaced by a fresh one with ``num_classes`` outputs, if needed."""
+    linears = [(name, m) for name, m in head.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"cannot give head {type(head).__name__} {num_classes} outputs: it has no nn.Linear")
+    name, last = linears[-1]
+    if last.out_features == num_classes:
+        return head
+    fresh = nn.Linear(last.in_features, num_classes)
+    if not name:
+        return fresh
+    head.set_submodule(name, fresh)
+    return head
+
+
+def _load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -87,26 +115,33 @@ def _load_state(path: str) -> dict:
     return state
 
 
-def build_classifier(arch: str, *, num_classes: int, head: str = "fc", weights: str | None = None,
-                     checkpoint: str | None = None) -> Classifier:
-    """A :class:`Classifier` from a torchvision name or ``module:function``, split at ``head``.
+def _as_classifier_state(state: dict[str, torch.Tensor], clf: Classifier, head: str) -> dict[str, torch.Tensor]:
+    """Keys of a :class:`Classifier` (``encoder.*``, ``head.*``) from either those or a whole model's keys."""
+    state = {k: v for k, v in state.items() if k not in ("mean", "std")}  # earlier versions saved these buffers
+    if state.keys() == clf.state_dict().keys():
+        return state
+    prefix = head + "."
+    return {("head." + k[len(prefix):] if k.startswith(prefix) else "encoder." + k): v for k, v in state.items()}
 
-    ``weights``: a torchvision weights tag (from torch hub's cache; offline it fails at once).
-    ``checkpoint``: a state dict (``weights_only`` load) of the whole model or of a Classifier.
+
+def build_classifier(arch: str, *, num_classes: int, head: str = "fc", weights: str | None = None,
+                     checkpoint: str | os.PathLike | None = None) -> Classifier:
+    """A :class:`Classifier` (in eval mode) from a torchvision name or ``"module:function"``, split at ``head``.
+
+    ``weights``: a torchvision weights tag such as ``"IMAGENET1K_V1"``, loaded from torch hub's cache (or
+    downloaded); without cache and network it fails at once. If ``num_classes`` differs from the weights'
+    classes, the head's last Linear layer is replaced by a fresh one.
+    ``checkpoint``: a state dict (raw, or under ``"state_dict"``/``"model"``) of the whole model or of a
+    :class:`Classifier`; it is loaded last and strictly.
     """
-    model = _make(arch, num_classes, weights)
-    state = _load_state(checkpoint) if checkpoint else None
-    if state is not None and not any(k.startswith("encoder.") for k in state):
-        model.load_state_dict(state)
-        state = None
-    encoder, head_module = split_model(model, head)
-    if isinstance(head_module, nn.Linear) and head_module.out_features != num_classes:
-        head_module = nn.Linear(head_module.in_features, num_classes)  # pretrained weights, new label set
-    clf = Classifier(encoder, head_module)
+    state = _load_state(checkpoint) if checkpoint else None  # a missing file fails before any model is built
+    encoder, head_module = split_model(_make(arch, num_classes, weights), head)
+    clf = Classifier(encoder, _with_outputs(head_module, num_classes) if weights else head_module)
     if state is not None:
-        clf.load_state_dict(state)
+        clf.load_state_dict(_as_classifier_state(state, clf, head))
     return clf.eval()
 
 
 def save_classifier(clf: Classifier, path: str | os.PathLike) -> None:
+    """Write ``clf.state_dict()`` (``encoder.*``, ``head.*``): ``build_classifier(..., checkpoint=path)`` reloads it."""
     torch.save(clf.state_dict(), path)

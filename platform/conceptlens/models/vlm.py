@@ -15,38 +15,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conceptlens.models.offline import reachable
+from conceptlens.models.offline import hub_offline, reachable
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 HUB_HOST = "huggingface.co"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 open_clip.add_model_config(CONFIG_DIR)
 
 
 class VLM(nn.Module):
-    """Image and text embedding. Images: float ``(N, 3, H, W)`` in [0, 1], any size."""
+    """An open_clip model with image and text embedding. Images: float in [0, 1], ``(N, 3, H, W)``, any size.
+
+    ``model``: the open_clip model; ``tokenizer``: its tokenizer (``list[str]`` -> ``int64 (N, L)``);
+    ``image_size``: the side images are resized to; ``mean``/``std``: ``(1, 3, 1, 1)`` normalisation.
+    """
 
     def __init__(self, model: nn.Module, tokenizer, image_size: int, mean, std):
         super().__init__()
         self.model, self.tokenizer, self.image_size = model, tokenizer, image_size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize to the model's input size and standardise: the pixels the vision tower expects."""
+        """The pixels the vision tower expects: ``x`` resized (bilinear, antialiased) to
+        ``(N, 3, image_size, image_size)`` and standardised."""
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
                               align_corners=False)
         return (x - self.mean) / self.std
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised image embeddings ``float32 (N, E)``."""
-        return F.normalize(self.model.encode_image(self.normalize(x)), dim=-1)
+        """L2-normalised image embeddings ``float32 (N, E)`` of float images ``(N, 3, H, W)`` in [0, 1]."""
+        return F.normalize(self.model.encode_image(self.normalize(x)).float(), dim=-1)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised text embeddings ``float32 (N, E)``."""
+        """L2-normalised text embeddings ``float32 (N, E)``; tokens go to the model's device."""
         tokens = self.tokenizer(list(texts)).to(self.mean.device)
-        return F.normalize(self.model.encode_text(tokens), dim=-1)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
 def register_model_config(path: str | os.PathLike) -> str:
@@ -62,48 +67,44 @@ def _load_checkpoint(model: nn.Module, path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if any(k.startswith("model.") for k in state):  # saved from a VLM wrapper
+    if any(k.startswith("model.") for k in state):  # a whole VLM's state dict
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(state)
-
-
-def _cached_pretrained(arch: str, tag: str) -> str | None:
-    """The local file of an open_clip pretrained tag when the hub or URL cache holds it, without network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
-    model_id, _, filename = cfg.get("hf_hub", "").rpartition("/")
-    for name in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
-        hit = try_to_load_from_cache(model_id, name) if model_id else None
-        if isinstance(hit, str):
-            return hit
-    url_copy = Path("~/.cache/clip").expanduser() / os.path.basename(cfg.get("url", "") or "none")
-    return str(url_copy) if url_copy.is_file() else None
 
 
 def _create_pretrained(arch: str, tag: str) -> nn.Module:
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
-        raise ValueError(f"vlm.pretrained={tag!r} is neither a file nor a pretrained tag of {arch}; tags: {tags}")
+        raise ValueError(f"vlm.pretrained={tag!r} is neither a checkpoint file nor a pretrained tag of {arch}; "
+                         f"tags: {tags}")
+    # open_clip 3 only warns when a tag was trained with QuickGELU (OpenAI's) and the config lacks it
+    quick_gelu = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
     if reachable(HUB_HOST):
-        return open_clip.create_model(arch, pretrained=tag)
-    cached = _cached_pretrained(arch, tag)  # offline: never let open_clip retry the network
-    if cached is None:
+        return open_clip.create_model(arch, pretrained=tag, force_quick_gelu=quick_gelu)
+    try:
+        with hub_offline():  # a cached copy still loads; without this, open_clip retries the hub for ~46 s
+            return open_clip.create_model(arch, pretrained=tag, force_quick_gelu=quick_gelu)
+    except RuntimeError as err:
         raise RuntimeError(f"pretrained weights {tag!r} for {arch} are not cached and the network is unreachable; "
-                           f"pass vlm.pretrained=/path/to/checkpoint.pt (a local open_clip state dict)")
-    return open_clip.create_model(arch, pretrained=cached)
+                           f"pass vlm.pretrained=/path/to/checkpoint.pt (a local open_clip state dict)") from err
 
 
-def build_vlm(arch: str, *, pretrained: str | None = None, model_config: str | None = None) -> VLM:
-    """An open_clip model by name; ``pretrained`` is a checkpoint file or an open_clip tag (None: random init).
+def build_vlm(arch: str, *, pretrained: str | os.PathLike | None = None,
+              model_config: str | os.PathLike | None = None) -> VLM:
+    """An open_clip model (in eval mode) by architecture name.
 
+    ``pretrained``: a checkpoint file (an open_clip state dict, raw or under ``"state_dict"``, e.g. from
+    :func:`save_vlm`) or an open_clip pretrained tag such as ``"openai"``; None: random init.
     ``model_config``: a custom open_clip config (JSON) to register; its file stem is then the architecture.
     """
     if model_config:
         arch = register_model_config(model_config)
     if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r}; pass vlm.model_config=FILE for a custom one")
-    is_file = pretrained is not None and (os.sep in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES)
+        raise ValueError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models()); "
+                         f"pass vlm.model_config=FILE for a custom one")
+    pretrained = os.fspath(pretrained) if pretrained else None
+    is_file = pretrained is not None and (Path(pretrained).is_file() or os.sep in pretrained
+                                          or Path(pretrained).suffix in CHECKPOINT_SUFFIXES)
     if is_file and not Path(pretrained).is_file():
         raise FileNotFoundError(f"VLM checkpoint {pretrained} does not exist")
     model = _create_pretrained(arch, pretrained) if pretrained and not is_file else open_clip.create_model(arch)
@@ -115,27 +116,32 @@ def build_vlm(arch: str, *, pretrained: str | None = None, model_config: str | N
 
 
 def save_vlm(vlm: VLM, path: str | os.PathLike) -> None:
+    """Write ``vlm.model.state_dict()``: ``build_vlm(arch, pretrained=path)`` reloads it."""
     torch.save(vlm.model.state_dict(), path)
 
 
 class ConceptBank:
-    """Concepts as text embeddings: each is the L2-normalised mean of its prompts' normalised embeddings."""
+    """Concepts as text embeddings: each concept is the L2-normalised mean of its prompts' normalised embeddings.
 
-    def __init__(self, names: list[str], embeddings: torch.Tensor):
+    ``names``: the C concept names; ``embeddings``: ``float32 (C, E)`` on the CPU.
+    """
+
+    def __init__(self, names: Sequence[str], embeddings: torch.Tensor):
         self.names, self.embeddings = list(names), embeddings
 
     @classmethod
     @torch.no_grad()
     def from_prompts(cls, vlm: VLM, prompts: dict[str, list[str]]) -> "ConceptBank":
+        """``prompts``: concept name -> its prompts."""
         embeddings = [F.normalize(vlm.encode_texts(texts).mean(0), dim=-1) for texts in prompts.values()]
         return cls(list(prompts), torch.stack(embeddings).cpu())
 
     @classmethod
-    def from_templates(cls, vlm: VLM, names: dict[str, str] | list[str], templates: list[str]) -> "ConceptBank":
-        """``names``: concept -> phrase (a list means phrase = name); ``templates`` like ``"a photo of {}."``."""
+    def from_templates(cls, vlm: VLM, names: dict[str, str] | Sequence[str], templates: Sequence[str]) -> "ConceptBank":
+        """``names``: concept name -> phrase (a list means phrase = name); ``templates`` like ``"a photo of {}."``."""
         phrases = names if isinstance(names, dict) else {n: n for n in names}
         return cls.from_prompts(vlm, {n: [t.format(p) for t in templates] for n, p in phrases.items()})
 
     def scores(self, image_embeddings: torch.Tensor) -> torch.Tensor:
-        """Cosine similarities ``(N, C)`` of normalised image embeddings to each concept."""
-        return image_embeddings @ self.embeddings.to(image_embeddings.device).T
+        """Cosine similarities ``(N, C)`` of L2-normalised image embeddings ``(N, E)`` to each concept."""
+        return image_embeddings @ self.embeddings.to(image_embeddings.device, image_embeddings.dtype).T
