@@ -7,7 +7,6 @@ that could not be read. A re-run resumes: finished shards are skipped.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,39 +14,17 @@ from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from conceptlens.cli import parse_config
 from conceptlens.config import Config
-from conceptlens.datasets import read_dataset
-from conceptlens.embedding import ModelSpec
+from conceptlens.datasets import classes_of, read_dataset
 from conceptlens.raydata import embed_table, init_ray
-from conceptlens.runs import command_dir, write_metrics
+from conceptlens.runs import Progress, command_dir, log, model_spec, world_dir, write_metrics
 from conceptlens.shards import ShardPlan, batch_to_table, write_atomic
 from conceptlens.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def world_dir(cfg: Config) -> Path:
-    return Path(cfg.run.root) / cfg.run.name / "world"
-
-
-def model_spec(cfg: Config) -> ModelSpec:
-    """The models to embed with: from config, else the ones `conceptlens world` trained for this run."""
-    classifier, vlm = cfg.classifier.checkpoint, cfg.vlm.pretrained
-    models = world_dir(cfg) / "models.json"
-    if (classifier is None or vlm is None) and models.is_file():
-        trained = json.loads(models.read_text())
-        classifier, vlm = classifier or trained["classifier"], vlm or trained["vlm"]
-    if classifier is None and cfg.classifier.weights is None:
-        raise ValueError(f"no classifier: set classifier.checkpoint (or classifier.weights), "
-                         f"or run `conceptlens world` for run '{cfg.run.name}' first")
-    return ModelSpec(cfg.classifier.arch, classifier, cfg.classifier.head, cfg.classifier.num_classes,
-                     cfg.vlm.arch, vlm, cfg.vlm.model_config, cfg.classifier.weights)
 
 
 def load_input(cfg: Config) -> pa.Table:
@@ -77,30 +54,27 @@ def embed(cfg: Config) -> dict:
     rejects_dir.mkdir(exist_ok=True)
     pending = plan.pending()
     log(f"embed: {table.num_rows} rows in {plan.count} shards, {len(pending)} to do")
-    start, done, last_report = time.time(), 0, time.time()
+    progress = Progress("embed", sum(_size(plan, k) for k in pending))
     if pending:
         init_ray(cfg.ray)
         todo = pa.concat_tables([table.slice(a, b - a) for a, b in map(plan.rows, pending)])
         queue, buffered = list(pending), []
         for batch in embed_table(todo, spec, cfg.embed, image_size=cfg.data.image_size, device=cfg.run.device):
-            buffered.append(batch_to_table(batch))
-            done += len(batch["id"])
+            buffered.append(batch_to_table(batch, table.schema))
             while queue and sum(t.num_rows for t in buffered) >= _size(plan, queue[0]):
                 rows = pa.concat_tables(buffered)
                 n = _size(plan, queue[0])
                 _write_shard(plan, rejects_dir, queue.pop(0), rows.slice(0, n))
                 buffered = [rows.slice(n)] if rows.num_rows > n else []
-            if time.time() - last_report > 10 or done == todo.num_rows:
-                last_report = time.time()
-                log(f"embed: {done}/{todo.num_rows} rows ({done / (time.time() - start):.0f} rows/s)")
-    seconds = time.time() - start
-    embeddings = pq.read_table(plan.folder)
-    rejects = pq.read_table(rejects_dir) if any(rejects_dir.glob("*.parquet")) else None
-    metrics = {"rows": embeddings.num_rows, "rejects": rejects.num_rows if rejects is not None else 0,
+            progress.update(len(batch["id"]))
+    seconds, done = time.time() - progress.start, progress.done
+    rows = pq.read_table(plan.folder, columns=["node_id"]).column("node_id")
+    rejects = pads.dataset(rejects_dir, format="parquet").count_rows() if any(rejects_dir.glob("*.parquet")) else 0
+    metrics = {"rows": len(rows), "rejects": rejects,
                "input_rows": table.num_rows, "shards": plan.count, "shards_this_run": len(pending),
                "rows_this_run": done, "seconds": seconds, "rows_per_second": done / seconds if done else None,
-               "nodes": len(set(embeddings.column("node_id").to_pylist())),
-               "output": str(plan.folder.resolve())}
+               "nodes": len(pc.unique(rows)),
+               "output": str(plan.folder.resolve()), "classes": classes_of(table)}
     write_metrics(out, metrics)
     return metrics
 

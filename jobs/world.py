@@ -17,16 +17,12 @@ from conceptlens.cli import parse_config
 from conceptlens.config import Config, to_dict
 from conceptlens.recipes.conceptworld import ensure_classifier, ensure_vlm, ensure_world, evaluate_models
 from conceptlens.recipes.data import resolve_device
-from conceptlens.runs import command_dir, write_metrics
+from conceptlens.runs import command_dir, log, write_metrics
 from conceptlens.tracking import log_results, mlflow_run
 from conceptlens.world import read_manifest
 
 # What a useful ConceptWorld must show (issue 2): planted failures visible, the VLM good enough to be an oracle.
 MIN_SLICE_GAP, MIN_ZERO_SHOT, MIN_PLANTED_AUROC = 0.20, 0.80, 0.90
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def build(cfg: Config) -> dict:

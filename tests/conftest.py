@@ -19,3 +19,17 @@ def demo_run(tmp_path_factory, demo_config):
     root = tmp_path_factory.mktemp("runs")
     assert world.main(["--config", demo_config, f"run.root={root}"]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_done(demo_run, demo_config):
+    """`conceptlens demo` run to the end on ``demo_run`` (world reused): its exit code and console output."""
+    import contextlib
+    import io
+
+    from conceptlens.jobs import demo
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = demo.main(["--config", demo_config, f"run.root={demo_run}"])
+    return code, out.getvalue()

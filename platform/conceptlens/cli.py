@@ -15,6 +15,7 @@ from conceptlens.config import Config, ConfigError, load_config
 COMMANDS = {
     "world": ("conceptlens.jobs.world", "build ConceptWorld and train (or reuse) its classifier and tiny CLIP"),
     "embed": ("conceptlens.jobs.embed", "embed images with the classifier and the VLM on Ray Data (resumable)"),
+    "analyze": ("conceptlens.jobs.analyze", "semantic and differential heatmaps, encoder-vs-head fault localisation"),
     "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
 }
 

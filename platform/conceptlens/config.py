@@ -44,7 +44,7 @@ class WorldConfig:
     seed: int = 0
     image_size: int = 48
     splits: Dict[str, int] = field(
-        default_factory=lambda: {"train": 8000, "vlm": 20000, "calib": 3000, "test": 3000})
+        default_factory=lambda: {"train": 8000, "vlm": 14000, "calib": 3000, "test": 3000})
     scenarios: List[ScenarioConfig] = field(default_factory=_default_scenarios)
 
 
@@ -76,7 +76,7 @@ class VLMConfig:
     aux_weight: float = 1.0  # weight of prompt classification next to the contrastive loss in text alignment
     # phase 1: supervised pre-training of the vision tower; phase 2: text alignment to frozen image embeddings
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=128, lr=2e-3))
-    align: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=256, lr=1e-3,
+    align: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=256, lr=1e-3,
                                                                    weight_decay=0.05))
 
 
@@ -113,12 +113,25 @@ class RayConfig:
 @dataclass
 class EmbedConfig:
     batch_size: int = 256
-    actors: int = 2  # the model actor pool grows up to this many actors
+    actors: int = 2  # model actors in the pool (spread over the cluster's nodes)
     actor_num_cpus: float = 0.5  # below 1 so decode tasks still get CPU on small machines
     num_gpus: float = 0.0  # per actor; set 1 on a GPU cluster
     decode_num_cpus: float = 0.5
     shard_size: int = 4096  # rows per output file: the unit of resumption
-    max_restarts: int = 3  # a killed actor is restarted and its batch retried this many times
+
+
+@dataclass
+class AnalyzeConfig:
+    embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
+    concepts: str = "conceptworld"  # a bundled concept set (conceptworld, rival10) or a YAML file
+    fit_split: str = "calib"  # the aligner is fitted on this split
+    splits: List[str] = field(default_factory=lambda: ["calib"])  # the rows the heatmaps describe
+    ridge: float = 0.01  # aligner regularisation, relative to the mean feature variance
+    presence_threshold: float = 1.0  # binarized heatmaps: a concept is present where its z-score exceeds this
+    alpha: float = 0.05  # false discovery rate of the differential tests (Benjamini-Hochberg)
+    top: int = 5  # responsible concepts named per class
+    batch_size: int = 1024
+    num_cpus: float = 0.5  # per scoring task
 
 
 @dataclass
@@ -131,6 +144,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

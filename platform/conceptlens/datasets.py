@@ -6,6 +6,7 @@ sub-folder per class. Relative paths in a manifest are relative to the manifest'
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+CLASSES_KEY = "conceptlens.classes"  # schema metadata: the class order behind label_index
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -39,6 +41,7 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None) ->
     """The dataset as a table with ``id, path, split, label, label_index`` and pass-through columns.
 
     ``classes`` gives the classifier's output order; by default the sorted distinct labels.
+    The order is kept in the schema metadata (:func:`classes_of`).
     A label outside ``classes`` is an error naming it.
     """
     source = Path(source)
@@ -63,4 +66,10 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None) ->
             table = table.append_column(name, values)
     table = table.set_column(table.schema.get_field_index("id"), "id", pc.cast(table.column("id"), pa.string()))
     first = ["id", "path", "split", "label", "label_index"]
-    return table.select(first + [c for c in table.column_names if c not in first])
+    table = table.select(first + [c for c in table.column_names if c not in first])
+    return table.replace_schema_metadata({CLASSES_KEY: json.dumps(classes)})
+
+
+def classes_of(table: pa.Table) -> list[str]:
+    """The class order :func:`read_dataset` used (``label_index`` indexes it)."""
+    return json.loads(table.schema.metadata[CLASSES_KEY.encode()])

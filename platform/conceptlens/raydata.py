@@ -6,7 +6,7 @@ output streams back in input order so the caller can write deterministic shards.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,8 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False,
+        # "local" starts a fresh Ray even when an earlier one's address is still recorded in /tmp/ray
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False,
                  object_store_memory=cfg.object_store_mb * 2**20)
 
 
@@ -52,7 +53,16 @@ def embed_table(table: pa.Table, spec: ModelSpec, cfg: EmbedConfig, *, image_siz
     ds = ds.map_batches(decode_batch, fn_kwargs={"size": image_size}, batch_size=cfg.batch_size,
                         batch_format="numpy", num_cpus=cfg.decode_num_cpus)
     ds = ds.map_batches(_EmbedActor, fn_constructor_args=(spec, device), batch_size=cfg.batch_size,
-                        batch_format="numpy", compute=ActorPoolStrategy(min_size=1, max_size=cfg.actors),
-                        num_cpus=cfg.actor_num_cpus, num_gpus=cfg.num_gpus,
-                        max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts)
+                        batch_format="numpy", compute=ActorPoolStrategy(size=cfg.actors),
+                        num_cpus=cfg.actor_num_cpus, num_gpus=cfg.num_gpus)  # Ray Data restarts dead actors
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def map_parquet(folder: str, fn: Callable[[dict], dict], *, batch_size: int, num_cpus: float = 0.5,
+                columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Stream ``fn`` (a picklable batch function) applied by Ray Data tasks over a Parquet dataset.
+
+    Batches come back in no particular order; callers aggregate, so memory stays bounded."""
+    ds = ray.data.read_parquet(folder, columns=columns)
+    ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")

@@ -24,16 +24,21 @@ def fingerprint(ids: Iterable[str], shard_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def batch_to_table(batch: dict[str, np.ndarray]) -> pa.Table:
-    """A NumPy batch as Arrow: 2-D float arrays become fixed-size lists, the rest plain columns."""
+def batch_to_table(batch: dict[str, np.ndarray], schema: pa.Schema | None = None) -> pa.Table:
+    """A NumPy batch as Arrow: 2-D float arrays become fixed-size float32 lists; columns named in
+    ``schema`` keep its types (so a batch whose column is all null still matches the others)."""
     columns = {}
     for name, values in batch.items():
         if isinstance(values, np.ndarray) and values.ndim == 2:
             flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
             columns[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
         else:
+            kind = schema.field(name).type if schema is not None and name in schema.names else None
+            if kind is not None and not pa.types.is_floating(kind) and values.dtype.kind == "f" \
+                    and np.isnan(values).all():
+                values = np.full(len(values), None, dtype=object)  # an all-null column may arrive as NaNs
             columns[name] = pa.array(list(values) if isinstance(values, np.ndarray) and values.dtype == object
-                                     else values)
+                                     else values, type=kind)
     return pa.table(columns)
 
 

@@ -15,6 +15,8 @@ import pytest
 import ray
 
 from conceptlens.jobs import embed
+from conceptlens.runs import model_spec
+from conceptlens.world import CLASSES
 
 pytestmark = pytest.mark.slow
 ROWS = 300
@@ -40,7 +42,7 @@ def dataset(demo_run, tmp_path_factory):
 def args(demo_run, dataset, name, *extra):
     """Embed `dataset` into run `name` with the demo's trained models (given explicitly, as a user would)."""
     trained = json.loads((demo_run / "demo" / "world" / "models.json").read_text())
-    return [f"run.root={demo_run}", f"run.name={name}", f"data.source={dataset}",
+    return [f"run.root={demo_run}", f"run.name={name}", f"data.source={dataset}", f"data.classes=[{','.join(CLASSES)}]",
             f"classifier.checkpoint={trained['classifier']}", f"vlm.pretrained={trained['vlm']}",
             "embed.batch_size=64", "embed.shard_size=100", "run.device=cpu", *extra]
 
@@ -48,7 +50,7 @@ def args(demo_run, dataset, name, *extra):
 @pytest.fixture(scope="module")
 def local_ray():
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -77,29 +79,42 @@ def test_embeds_every_row_once_and_rejects_unreadable_images(demo_run, dataset, 
 def test_matches_a_plain_loop(demo_run, dataset):
     from conceptlens.embedding import Embedder, decode_batch
     table = pq.read_table(demo_run / "e1" / "embed" / "embeddings").slice(0, 8)
-    spec = embed.model_spec(embed.parse_config("embed", "", args(demo_run, dataset, "e1")))
-    plain = Embedder(spec, "cpu")(decode_batch({"path": np.array(table.column("path").to_pylist())}, 64))
+    cfg = embed.parse_config("embed", "", args(demo_run, dataset, "e1"))
+    paths = np.array(table.column("path").to_pylist())
+    plain = Embedder(model_spec(cfg), "cpu")(decode_batch({"path": paths}, cfg.data.image_size))
     assert np.allclose(np.stack(table.column("logits").to_numpy(zero_copy_only=False)), plain["logits"], atol=1e-4)
 
 
-def test_a_killed_run_resumes_without_losing_or_repeating_rows(demo_run, dataset, local_ray):
+@pytest.fixture(scope="module")
+def large_dataset(demo_run, tmp_path_factory):
+    """The whole test split: long enough to kill a run part-way."""
+    manifest = pq.read_table(demo_run / "demo" / "world" / "manifest.parquet")
+    path = tmp_path_factory.mktemp("large") / "manifest.parquet"
+    pq.write_table(manifest.filter(pc.equal(manifest["split"], "test")), path)
+    return path
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_rows(demo_run, large_dataset, local_ray):
     out = demo_run / "e2" / "embed" / "embeddings"
-    cmd = [sys.executable, "-m", "conceptlens.cli", "embed", *args(demo_run, dataset, "e2", "embed.shard_size=50")]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = pq.read_metadata(large_dataset).num_rows
+    shards = -(-rows // 100)
+    job = args(demo_run, large_dataset, "e2", "embed.shard_size=100", "embed.batch_size=20", "embed.actors=1")
+    proc = subprocess.Popen([sys.executable, "-m", "conceptlens.cli", "embed", *job], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
-    assert 2 <= len(before) < 7, "the job should have been killed part-way"
-    assert embed.main(args(demo_run, dataset, "e2", "embed.shard_size=50")) == 0
+    assert 2 <= len(before) < shards, "the job should have been killed part-way"
+    assert embed.main(job) == 0
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
-    assert len(after) == 7 and all(after[name] == mtime for name, mtime in before.items())
+    assert len(after) == shards and all(after[name] == mtime for name, mtime in before.items())
     ids = pq.read_table(out).column("id").to_pylist()
-    assert len(ids) == len(set(ids)) == ROWS
+    assert len(ids) == len(set(ids)) == rows
     metrics = json.loads((out.parent / "metrics.json").read_text())
-    assert metrics["shards_this_run"] == 7 - len(before)
+    assert metrics["shards_this_run"] == shards - len(before)
 
 
 def _free_port() -> int:

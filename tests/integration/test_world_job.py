@@ -5,7 +5,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from conceptlens.config import load_config
-from conceptlens.jobs import demo
 
 pytestmark = pytest.mark.slow
 
@@ -48,11 +47,12 @@ def test_run_folder_holds_a_usable_manifest(run_root):
     assert models["classifier"].endswith(".pt") and models["vlm"].endswith(".pt")
 
 
-def test_demo_reuses_the_cache_and_summarises(run_root, demo_config, capsys):
-    assert demo.main(["--config", demo_config, f"run.root={run_root}"]) == 0
-    out = capsys.readouterr().out
+def test_demo_reuses_the_cache_and_summarises(demo_done):
+    code, out = demo_done
+    assert code == 0
     assert out.count("reusing") == 3  # world, classifier, tiny CLIP
     assert "ConceptLens demo" in out and "star_on_water" in out and "zero-shot" in out
+    assert "top responsible concepts" in out and "embeddings table: 6000 rows" in out
 
 
 def test_the_run_is_tracked_in_mlflow(run_root):

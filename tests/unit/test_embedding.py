@@ -62,3 +62,10 @@ def test_shards_are_deterministic_and_refuse_other_inputs(tmp_path):
         ShardPlan(tmp_path / "s", ids[:9], 4)
     table = pq.read_table(plan.path(0))
     assert table.schema.field("v").type == pa.list_(pa.float32(), 3)
+
+
+def test_batches_keep_the_input_types_when_a_column_is_all_null():
+    schema = pa.schema([("scenario", pa.string())])
+    for values in (np.array([None, None], dtype=object), np.array([np.nan, np.nan], dtype=np.float32)):
+        table = batch_to_table({"scenario": values}, schema)
+        assert table.schema.field("scenario").type == pa.string() and table.column(0).null_count == 2

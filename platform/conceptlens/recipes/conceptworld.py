@@ -19,9 +19,7 @@ import pyarrow.compute as pc
 import torch
 
 from conceptlens.config import Config, config_hash
-try:
-    from conceptlens.models import build_classifier, build_vlm, save_classifier, save_vlm
-except ImportError: pass
+from conceptlens.models import build_classifier, build_vlm, save_classifier, save_vlm
 from conceptlens.recipes.data import load_images
 from conceptlens.recipes.train_classifier import predict, slice_accuracies, train_classifier
 from conceptlens.recipes.train_clip import evaluate_clip, train_clip
@@ -50,7 +48,10 @@ def ensure_world(cfg: Config, log: Log = print) -> Path:
 
     generate_world(tmp, seed=cfg.world.seed, image_size=cfg.world.image_size, split_sizes=dict(cfg.world.splits),
                    scenarios=scenarios_of(cfg), workers=cfg.run.workers or None, progress=progress)
-    tmp.rename(root)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished the same world first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     log(f"world: wrote {sum(cfg.world.splits.values())} images to {root}")
     return root
 

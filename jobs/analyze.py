@@ -1,0 +1,212 @@
+"""conceptlens analyze: semantic heatmaps, differential heatmaps and encoder-vs-head fault localisation.
+
+Reads the embeddings table (default: this run's ``embed`` output), fits the aligner from the
+classifier's encoder space into the VLM image space on ``analyze.fit_split``, scores every
+row against the concept set with Ray Data tasks, and streams the scores into heatmaps of
+``analyze.splits``. Writes under ``<run>/analyze/``: ``scores.parquet`` (the single-input
+heatmap of every row), ``heatmaps.parquet``, ``faults.parquet``, ``aligner.npz``,
+``concepts.json``, ``figures/*.png``, ``summary.json`` and ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import torch
+
+from conceptlens.aligner import AlignerFit, HeldOutR2
+from conceptlens.analysis import AnalysisResult, ConceptAnalysis
+from conceptlens.cli import parse_config
+from conceptlens.concepts import load_concepts
+from conceptlens.config import Config
+from conceptlens.embedding import VECTOR_COLUMNS
+from conceptlens.heatmaps import MEAN_GROUPS, matrix
+from conceptlens.models import build_vlm
+from conceptlens.plots import plot_heatmap
+from conceptlens.raydata import init_ray, map_parquet
+from conceptlens.runs import Progress, command_dir, log, model_spec, write_metrics
+from conceptlens.scoring import SOURCES, ConceptScorer, stack
+from conceptlens.shards import batch_to_table
+from conceptlens.tracking import log_results, mlflow_run
+from conceptlens.world import CLASSES
+
+
+def embeddings_dir(cfg: Config) -> Path:
+    path = Path(cfg.analyze.embeddings) if cfg.analyze.embeddings else command_dir(cfg.run, "embed") / "embeddings"
+    if not any(path.glob("*.parquet")):
+        raise FileNotFoundError(f"no embeddings table at {path}; run `conceptlens embed` first "
+                                f"or set analyze.embeddings=FOLDER")
+    return path
+
+
+def class_names(cfg: Config, embeddings: Path) -> list[str]:
+    """The classifier's class order: as `embed` recorded it, else ``data.classes``, else ConceptWorld's."""
+    metrics = embeddings.parent / "metrics.json"
+    if metrics.is_file() and "classes" in json.loads(metrics.read_text()):
+        return json.loads(metrics.read_text())["classes"]
+    return list(cfg.data.classes or CLASSES)
+
+
+def text_embeddings(cfg: Config, classes: list[str]):
+    """The concept set and the ``(C, E)`` concept and ``(K, E)`` class text embeddings."""
+    concepts = load_concepts(cfg.analyze.concepts)
+    spec = model_spec(cfg)
+    vlm = build_vlm(spec.vlm_arch, pretrained=spec.vlm_pretrained, model_config=spec.vlm_model_config)
+    with torch.no_grad():
+        return concepts, concepts.bank(vlm).embeddings.numpy(), concepts.class_bank(vlm, classes).embeddings.numpy()
+
+
+def fit_aligner(cfg: Config, embeddings: Path):
+    """Ridge-fit the aligner on ``fit_split``, streaming; R² on that split and on the other rows."""
+    dataset = pads.dataset(embeddings, format="parquet")
+    in_fit = pc.field("split") == cfg.analyze.fit_split
+    fit = AlignerFit()
+    for batch in dataset.to_batches(columns=["features", "vlm_embedding"], filter=in_fit):
+        fit.update(stack(batch.column("features").to_numpy(zero_copy_only=False)),
+                   stack(batch.column("vlm_embedding").to_numpy(zero_copy_only=False)))
+    if fit.n == 0:
+        raise ValueError(f"no rows of split {cfg.analyze.fit_split!r} to fit the aligner on (analyze.fit_split)")
+    aligner = fit.solve(cfg.analyze.ridge)
+    held_out = HeldOutR2(aligner)
+    for batch in dataset.to_batches(columns=["features", "vlm_embedding"], filter=~in_fit):
+        held_out.update(stack(batch.column("features").to_numpy(zero_copy_only=False)),
+                        stack(batch.column("vlm_embedding").to_numpy(zero_copy_only=False)))
+    return aligner, {"fit_rows": fit.n, "r2_fit": aligner.r2, "r2_held_out": held_out.value}
+
+
+def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, classes: list[str],
+                      concepts: list[str], out: Path) -> AnalysisResult:
+    """Score every row on Ray Data into ``scores.parquet``; analyse the rows of ``analyze.splits``."""
+    analysis = ConceptAnalysis(classes, concepts, presence_threshold=cfg.analyze.presence_threshold,
+                               alpha=cfg.analyze.alpha, top=cfg.analyze.top)
+    keep = set(cfg.analyze.splits)
+    scores_path, faults_path = out / "scores.parquet", out / "faults.parquet"
+    scores_writer = faults_writer = None
+    schema = pads.dataset(embeddings, format="parquet").schema
+    progress = Progress("analyze: scored")
+    for batch in map_parquet(str(embeddings), scorer, batch_size=cfg.analyze.batch_size, num_cpus=cfg.analyze.num_cpus):
+        table = batch_to_table({k: v for k, v in batch.items() if k not in VECTOR_COLUMNS}, schema)
+        scores_writer = scores_writer or pq.ParquetWriter(scores_path, table.schema)
+        scores_writer.write_table(table)
+        rows = {k: v[np.isin(batch["split"], list(keep))] for k, v in batch.items()}
+        faults = analysis.update(rows)
+        if len(faults["index"]):
+            picked = {k: rows[k][faults["index"]] for k in ("id", "split", "label_index", "prediction",
+                                                            "aligned_zero_shot", "vlm_zero_shot")}
+            table = batch_to_table(picked | {"fault": faults["fault"], "oracle_recognises": faults["oracle_recognises"]},
+                                   schema)
+            faults_writer = faults_writer or pq.ParquetWriter(faults_path, table.schema)
+            faults_writer.write_table(table)
+        progress.update(len(batch["id"]))
+    for writer in (scores_writer, faults_writer):
+        if writer:
+            writer.close()
+    if analysis.rows == 0:
+        raise ValueError(f"no rows of splits {sorted(keep)} in {embeddings} (analyze.splits)")
+    analysis.freeze()
+    columns = ["split", "label_index", "prediction"] + [f"{s}_scores" for s in SOURCES]
+    for batch in pq.ParquetFile(scores_path).iter_batches(batch_size=cfg.analyze.batch_size, columns=columns):
+        rows = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
+        mask = np.isin(rows["split"], list(keep))
+        analysis.update_presence({k: v[mask] for k, v in rows.items()})
+    return analysis.result()
+
+
+def draw(result: AnalysisResult, classes: list[str], concepts: list[str], folder: Path) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for source, table in result.heatmaps.items():
+        for kind in (*MEAN_GROUPS, "differential", "binarized"):
+            diverging = kind == "differential"
+            marks = matrix(table, kind, classes, concepts, "significant").astype(bool) if diverging else None
+            title = {"differential": "correct − incorrect (outlined: significant, BH)",
+                     "binarized": "share of rows where the concept is present"}.get(kind, f"{kind} mean z-score")
+            paths.append(plot_heatmap(matrix(table, kind, classes, concepts), classes, concepts,
+                                      folder / f"{source}_{kind}.png", title=f"{source}: {title}", diverging=diverging,
+                                      marks=marks, label="share" if kind == "binarized" else "z-score"))
+    return paths
+
+
+def summarize(result: AnalysisResult, aligner_metrics: dict) -> dict:
+    return {
+        "rows": result.rows, "misclassified": result.misclassified,
+        "aligner": aligner_metrics,
+        "zero_shot_accuracy": result.zero_shot,
+        "faults": result.faults,
+        "responsible": {source: {cls: [{"concept": r.concept, "effect": r.effect, "q": r.q, "direction": r.direction}
+                                       for r in items] for cls, items in per_class.items()}
+                        for source, per_class in result.responsible.items()},
+    }
+
+
+def analyze(cfg: Config) -> dict:
+    out = command_dir(cfg.run, "analyze")
+    embeddings = embeddings_dir(cfg)
+    classes = class_names(cfg, embeddings)
+    concept_set, concept_emb, class_emb = text_embeddings(cfg, classes)
+    log(f"analyze: {len(concept_set.names)} concepts from {concept_set.source}, {len(classes)} classes")
+    aligner, aligner_metrics = fit_aligner(cfg, embeddings)
+    aligner.save(out / "aligner.npz")
+    log(f"analyze: aligner R² {aligner_metrics['r2_fit']:.3f} on {cfg.analyze.fit_split}, "
+        f"{aligner_metrics['r2_held_out']:.3f} held out")
+    init_ray(cfg.ray)
+    result = score_and_analyze(cfg, embeddings, ConceptScorer(aligner, concept_emb, class_emb), classes,
+                               concept_set.names, out)
+    for source, table in result.heatmaps.items():
+        pq.write_table(table.append_column("source", pa.array([source] * table.num_rows)),
+                       out / f"heatmaps_{source}.parquet")
+    draw(result, classes, concept_set.names, out / "figures")
+    (out / "concepts.json").write_text(json.dumps({"classes": classes, "concepts": concept_set.prompts(),
+                                                   "embeddings": concept_emb.tolist()}))
+    summary = summarize(result, aligner_metrics)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    metrics = {k: summary[k] for k in ("rows", "misclassified", "aligner", "zero_shot_accuracy")}
+    metrics["faults"] = summary["faults"]["overall"]
+    metrics["responsible_top"] = {source: {cls: items[0]["concept"] for cls, items in per_class.items() if items}
+                                  for source, per_class in summary["responsible"].items()}
+    write_metrics(out, metrics)
+    return summary
+
+
+def report(summary: dict) -> str:
+    f, a, z = summary["faults"]["overall"], summary["aligner"], summary["zero_shot_accuracy"]
+    lines = [f"aligner R² {a['r2_fit']:.3f} (fit), {a['r2_held_out']:.3f} (held out); zero-shot accuracy: "
+             f"aligned features {z['aligned']:.3f}, VLM {z['vlm']:.3f}",
+             f"{summary['misclassified']} of {summary['rows']} rows misclassified: encoder {f['encoder']} "
+             f"({(f['encoder_share'] or 0):.0%}), head {f['head']} ({(f['head_share'] or 0):.0%})",
+             "top responsible concepts per class (aligned encoder features; effect = correct − incorrect z):"]
+    for cls, items in summary["responsible"]["aligned"].items():
+        named = ", ".join(f"{r['concept']} {r['effect']:+.2f} ({r['direction']})" for r in items[:3]) or "none significant"
+        lines.append(f"  {cls:<10} {named}")
+    return "\n".join(lines)
+
+
+def run(cfg: Config) -> dict:
+    with mlflow_run(cfg, "analyze"):
+        summary = analyze(cfg)
+        out = command_dir(cfg.run, "analyze")
+        log_results(json.loads((out / "metrics.json").read_text()), *sorted(out.glob("*.*")), out / "figures")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_config("analyze", __doc__, argv)
+    try:
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"conceptlens analyze: {err}", file=sys.stderr)
+        return 2
+    print(report(summary))
+    print(f"outputs: {command_dir(cfg.run, 'analyze')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Adversarial examples for the ``attack`` command, built on ``torchattacks``.
+
+All attacks are untargeted and bounded in L∞ by ``eps`` on images in [0, 1]:
+
+- ``fgsm``: one signed-gradient step of size ``eps`` (Goodfellow et al. 2015);
+- ``pgd``: ``steps`` signed-gradient steps of size 2.5·eps/steps from a random start (Madry et al. 2018);
+- ``apgd``: APGD-CE, the step-size-free first component of AutoAttack (Croce & Hein 2020), one restart.
+
+The model maps float images in [0, 1] (N, 3, H, W) to logits (N, K); any normalisation lives inside it.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+__all__ = ["ATTACKS", "attack_images", "success_rate"]
+
+ATTACKS = ("fgsm", "pgd", "apgd")
+
+
+@contextmanager
+def _frozen_eval(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside; the caller's mode and requires_grad restored after."""
+    training = model.training
+    requires = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in requires:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in requires:
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def _build(model: torch.nn.Module, attack: str, eps: float, steps: int, seed: int):
+    try:
+        import torchattacks
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the attack command needs torchattacks: `pip install --no-deps torchattacks` "
+                          "(its requests pin clashes with ray and mlflow)") from err
+    if attack == "fgsm":
+        return torchattacks.FGSM(model, eps=eps)
+    if attack == "pgd":
+        return torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+    return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
+
+
+def attack_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: str,
+                  eps: float, *, steps: int = 10, seed: int = 0) -> torch.Tensor:
+    """Adversarial versions of ``images`` float (N, C, H, W) in [0, 1] against the true ``labels``
+    int (N,): float in [0, 1], same shape, dtype and device, with ``|adv - images| <= eps``.
+
+    Deterministic given ``seed``; the caller's global RNG state, the model's train/eval mode and
+    its parameters' ``requires_grad`` are left as they were."""
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
+    if not (math.isfinite(eps) and eps >= 0) or steps < 1:
+        raise ValueError(f"need a finite eps >= 0 and steps >= 1, got eps={eps}, steps={steps}")
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"need images (N, C, H, W) and labels (N,), got {tuple(images.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("images must lie in [0, 1]; normalisation belongs inside the model")
+    if eps == 0 or images.numel() == 0:
+        return images.detach().clone()
+    devices = [images.device] if images.device.type == "cuda" else []
+    # forking keeps the attack's random start from shifting the caller's random stream
+    with torch.random.fork_rng(devices=devices), _frozen_eval(model):
+        torch.manual_seed(seed)
+        atk = _build(model, attack, float(eps), int(steps), seed)
+        adv = atk(images.detach().float(), labels.detach().long())
+    adv = torch.min(torch.max(adv.detach().to(images.device), images - eps), images + eps)
+    return adv.clamp(0.0, 1.0).to(images.dtype)
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return model(images).argmax(dim=1)
+
+
+def success_rate(model: torch.nn.Module, clean: torch.Tensor, adversarial: torch.Tensor,
+                 labels: torch.Tensor) -> float:
+    """Share of the inputs the model classifies correctly when clean whose prediction the
+    attack changed; NaN when none is correct. ``clean``/``adversarial`` (N, C, H, W), ``labels`` (N,)."""
+    with _frozen_eval(model):
+        before, after = _predict(model, clean), _predict(model, adversarial)
+    correct = before == labels.to(before.device)
+    if not bool(correct.any()):
+        return math.nan
+    return float((after[correct] != before[correct]).float().mean())

@@ -1,0 +1,81 @@
+"""Concept sets: named concepts with prompt phrases, read from YAML, embedded by a VLM.
+
+A concept set is a YAML file (or the name of a bundled one: ``conceptworld``, ``rival10``)::
+
+    templates: ["a photo of {article} {}."]        # applied to every phrase
+    class_templates: ["a photo of {article} {}."]  # zero-shot class prompts
+    concepts:
+      background=water: [object on water]          # concept name: its phrases
+
+``{article}`` becomes "a" or "an" to suit the phrase. Each concept's text embedding is the
+normalised mean of its prompts' embeddings (:class:`conceptlens.models.ConceptBank`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from conceptlens.models import VLM, ConceptBank
+
+BUNDLED = Path(__file__).parent
+
+
+def article(phrase: str) -> str:
+    return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+def fill(templates: Sequence[str], phrases: Sequence[str]) -> list[str]:
+    """Every template applied to every phrase: ``["a photo of {article} {}"]``, ``["owl"]`` -> ``["a photo of an owl"]``."""
+    return [t.format(p, article=article(p)) for p in phrases for t in templates]
+
+
+@dataclass(frozen=True)
+class ConceptSet:
+    """Concept names with their phrases, and the templates that turn phrases and class names into prompts."""
+    concepts: dict[str, list[str]]
+    templates: list[str]
+    class_templates: list[str]
+    source: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.concepts)
+
+    def prompts(self) -> dict[str, list[str]]:
+        return {name: fill(self.templates, phrases) for name, phrases in self.concepts.items()}
+
+    def bank(self, vlm: VLM) -> ConceptBank:
+        return ConceptBank.from_prompts(vlm, self.prompts())
+
+    def class_bank(self, vlm: VLM, classes: Sequence[str]) -> ConceptBank:
+        """The zero-shot classifier: one embedding per class from ``class_templates``."""
+        return ConceptBank.from_prompts(vlm, {c: fill(self.class_templates, [c]) for c in classes})
+
+
+def load_concepts(source: str | Path) -> ConceptSet:
+    """A concept set from a YAML file or a bundled name; errors name the file and the problem."""
+    path = Path(source)
+    if not path.suffix and (BUNDLED / f"{source}.yaml").is_file():
+        path = BUNDLED / f"{source}.yaml"
+    if not path.is_file():
+        bundled = sorted(p.stem for p in BUNDLED.glob("*.yaml"))
+        raise ValueError(f"concept set {source!r} is neither a YAML file nor a bundled set {bundled}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"templates", "class_templates", "concepts"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected templates, class_templates, concepts")
+    concepts = data.get("concepts")
+    if not isinstance(concepts, dict) or not concepts:
+        raise ValueError(f"{path}: 'concepts' must map each concept name to a list of phrases")
+    bad = [k for k, v in concepts.items() if not isinstance(v, list) or not v or not all(isinstance(p, str) for p in v)]
+    if bad:
+        raise ValueError(f"{path}: concept(s) {bad} need a non-empty list of phrases")
+    templates = data.get("templates") or ["{}"]
+    class_templates = data.get("class_templates") or ["a photo of {article} {}."]
+    for t in templates + class_templates:
+        if "{}" not in t:
+            raise ValueError(f"{path}: template {t!r} has no '{{}}' for the phrase")
+    return ConceptSet({str(k): v for k, v in concepts.items()}, templates, class_templates, str(path))

@@ -1,0 +1,193 @@
+"""Semantic heatmaps (classes × concepts), streamed over batches of concept scores.
+
+Scores are standardised per concept (z-scores over the analysed rows). Kinds (METHODS.md §1):
+
+* ``ground_truth`` / ``output``: mean z-score of the rows of each true / predicted class;
+* ``correct`` / ``incorrect``: the same over each true class's correct / misclassified rows;
+* ``differential``: correct − incorrect, Welch-tested per cell, Benjamini–Hochberg across cells;
+* ``binarized``: share of each true class's rows where the concept is present (z > threshold),
+  and ``binarized_differential`` (present among correct − among incorrect).
+
+Mean cells carry 95 % normal intervals, frequencies Wilson intervals. Everything is computed
+from per-cell counts, sums and sums of squares, so memory does not grow with the rows:
+:class:`HeatmapAccumulator` takes one batch at a time (pass 1: moments; pass 2: presence).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import stats
+
+Z95 = 1.959964
+MEAN_GROUPS = ("ground_truth", "output", "correct", "incorrect")
+
+
+class Moments:
+    """Per-(group, concept) count, sum and sum of squares of scores."""
+
+    def __init__(self, groups: int, concepts: int):
+        self.n = np.zeros(groups)
+        self.s = np.zeros((groups, concepts))
+        self.ss = np.zeros((groups, concepts))
+
+    def update(self, keys: np.ndarray, values: np.ndarray) -> None:
+        np.add.at(self.n, keys, 1)
+        np.add.at(self.s, keys, values)
+        np.add.at(self.ss, keys, values * values)
+
+    def mean(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.s / self.n[:, None]
+
+    def var(self) -> np.ndarray:
+        """Unbiased variance (NaN below 2 rows)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = self.n[:, None]
+            return np.maximum(self.ss - self.s ** 2 / n, 0) / (n - 1)
+
+
+class HeatmapAccumulator:
+    """Streams one source's concept scores ``(N, C)`` with labels and predictions into heatmaps.
+
+    Pass 1: ``update(scores, labels, predictions)`` for every batch. Then ``freeze()`` fixes the
+    per-concept mean and std. Pass 2: ``update_presence(...)`` for every batch. Then ``tables()``.
+    """
+
+    def __init__(self, classes: list[str], concepts: list[str], presence_threshold: float = 1.0):
+        self.classes, self.concepts, self.threshold = list(classes), list(concepts), presence_threshold
+        k, c = len(classes), len(concepts)
+        self.all = Moments(1, c)
+        self.moments = {g: Moments(k, c) for g in MEAN_GROUPS}
+        self.present = {g: np.zeros((k, c)) for g in ("ground_truth", "correct", "incorrect")}
+        self.mu = self.sigma = None
+
+    def update(self, scores: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
+        scores = np.asarray(scores, np.float64)
+        correct = labels == predictions
+        self.all.update(np.zeros(len(scores), int), scores)
+        self.moments["ground_truth"].update(labels, scores)
+        self.moments["output"].update(predictions, scores)
+        self.moments["correct"].update(labels[correct], scores[correct])
+        self.moments["incorrect"].update(labels[~correct], scores[~correct])
+
+    def freeze(self) -> None:
+        if self.all.n[0] < 2:
+            raise ValueError(f"heatmaps need at least 2 scored rows, got {int(self.all.n[0])}")
+        self.mu, self.sigma = self.all.mean()[0], np.sqrt(self.all.var()[0]) + 1e-12
+
+    def standardize(self, scores: np.ndarray) -> np.ndarray:
+        """z-scores of raw scores ``(N, C)`` with the frozen per-concept mean and std."""
+        return (np.asarray(scores, np.float64) - self.mu) / self.sigma
+
+    def update_presence(self, scores: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
+        present = (self.standardize(scores) > self.threshold).astype(np.float64)
+        correct = labels == predictions
+        np.add.at(self.present["ground_truth"], labels, present)
+        np.add.at(self.present["correct"], labels[correct], present[correct])
+        np.add.at(self.present["incorrect"], labels[~correct], present[~correct])
+
+    def mean_cells(self, group: str) -> dict[str, np.ndarray]:
+        """``n``, ``value`` (mean z-score), ``low``, ``high`` (95 %) and ``var`` of the z-scores, each ``(K, C)``."""
+        m = self.moments[group]
+        n = np.broadcast_to(m.n[:, None], m.s.shape)
+        value = (m.mean() - self.mu) / self.sigma
+        var = m.var() / self.sigma ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = Z95 * np.sqrt(var / n)
+        return {"n": n, "value": value, "low": value - half, "high": value + half, "var": var}
+
+    def frequency_cells(self, group: str) -> dict[str, np.ndarray]:
+        """Presence frequency with Wilson 95 % intervals, each ``(K, C)``."""
+        n = np.broadcast_to(self.moments[group].n[:, None], self.present[group].shape)
+        low, high, value = wilson(self.present[group], n)
+        return {"n": n, "value": value, "low": low, "high": high}
+
+    def differential(self) -> dict[str, np.ndarray]:
+        """Correct − incorrect mean z-score per (class, concept) with Welch's t-test p-values."""
+        good, bad = self.mean_cells("correct"), self.mean_cells("incorrect")
+        diff = good["value"] - bad["value"]
+        a, b = good["var"] / good["n"], bad["var"] / bad["n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            se = np.sqrt(a + b)
+            t = diff / se
+            dof = (a + b) ** 2 / (a ** 2 / (good["n"] - 1) + b ** 2 / (bad["n"] - 1))
+        p = 2 * stats.t.sf(np.abs(t), dof)
+        testable = (good["n"] >= 2) & (bad["n"] >= 2) & np.isfinite(p)
+        p = np.where(testable, p, np.nan)
+        return {"n": bad["n"], "value": diff, "low": diff - Z95 * se, "high": diff + Z95 * se, "p": p}
+
+    def tables(self, alpha: float = 0.05) -> pa.Table:
+        """Every heatmap as one long table: ``kind, class, concept, n, value, low, high, p, q, significant``."""
+        heatmaps = {g: self.mean_cells(g) for g in MEAN_GROUPS}
+        heatmaps["differential"] = self.differential()
+        heatmaps["binarized"] = self.frequency_cells("ground_truth")
+        good, bad = self.frequency_cells("correct"), self.frequency_cells("incorrect")
+        heatmaps["binarized_differential"] = {"n": bad["n"], "value": good["value"] - bad["value"],
+                                              "low": good["low"] - bad["high"], "high": good["high"] - bad["low"]}
+        diff = heatmaps["differential"]
+        diff["q"] = benjamini_hochberg(diff["p"])
+        diff["significant"] = np.nan_to_num(diff["q"], nan=1.0) < alpha
+        k, c = len(self.classes), len(self.concepts)
+        rows = {name: [] for name in ("kind", "class", "concept", "n", "value", "low", "high", "p", "q", "significant")}
+        nan = np.full((k, c), np.nan)
+        for kind, cells in heatmaps.items():
+            rows["kind"] += [kind] * (k * c)
+            rows["class"] += [cls for cls in self.classes for _ in self.concepts]
+            rows["concept"] += self.concepts * k
+            for name in ("n", "value", "low", "high", "p", "q"):
+                rows[name] += np.asarray(cells.get(name, nan), np.float64).ravel().tolist()
+            rows["significant"] += np.asarray(cells.get("significant", np.zeros((k, c), bool))).ravel().tolist()
+        return pa.table(rows)
+
+
+def wilson(successes: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wilson score interval ``(low, high, frequency)`` of ``successes / n`` (NaN where ``n`` is 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = successes / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.minimum(centre - half, p), np.maximum(centre + half, p), p  # exact at 0 and 1 despite rounding
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """BH-adjusted q-values of the finite p-values (NaN stays NaN), same shape as ``p``."""
+    flat = np.asarray(p, np.float64).ravel()
+    ok = np.flatnonzero(np.isfinite(flat))
+    q = np.full_like(flat, np.nan)
+    if len(ok):
+        order = ok[np.argsort(flat[ok])]
+        ranked = flat[order] * len(ok) / np.arange(1, len(ok) + 1)
+        q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1)
+    return q.reshape(np.shape(p))
+
+
+@dataclass(frozen=True)
+class Responsible:
+    """A concept blamed for a class's failures: ``effect`` = correct − incorrect mean z-score."""
+    concept: str
+    effect: float
+    q: float
+
+    @property
+    def direction(self) -> str:
+        return "missing in failures" if self.effect > 0 else "present in failures"
+
+
+def responsible_concepts(heatmaps: pa.Table, top: int = 5) -> dict[str, list[Responsible]]:
+    """Per class, the significant differential concepts, largest absolute effect first."""
+    diff = heatmaps.filter(pc.equal(heatmaps["kind"], "differential")).to_pylist()
+    out: dict[str, list[Responsible]] = {}
+    for row in diff:
+        out.setdefault(row["class"], [])
+        if row["significant"]:
+            out[row["class"]].append(Responsible(row["concept"], row["value"], row["q"]))
+    return {cls: sorted(items, key=lambda r: -abs(r.effect))[:top] for cls, items in out.items()}
+
+
+def matrix(heatmaps: pa.Table, kind: str, classes: list[str], concepts: list[str], column: str = "value") -> np.ndarray:
+    """One heatmap of the long table as a ``(K, C)`` array."""
+    rows = heatmaps.filter(pc.equal(heatmaps["kind"], kind))
+    return np.asarray(rows.column(column).to_numpy(zero_copy_only=False), np.float64).reshape(len(classes), len(concepts))

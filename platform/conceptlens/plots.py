@@ -1,0 +1,42 @@
+"""Heatmap figures (PNG): classes × concepts, values in the cells, significance marked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_heatmap(values: np.ndarray, classes: list[str], concepts: list[str], path: str | Path, *, title: str,
+                 diverging: bool = False, marks: np.ndarray | None = None, label: str = "mean z-score") -> Path:
+    """Write a ``(K, C)`` heatmap. ``diverging``: a red-blue map centred on 0 (differential heatmaps);
+    ``marks``: boolean ``(K, C)``, cells to outline (significant ones)."""
+    k, c = values.shape
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * c + 2.5), max(3.5, 0.42 * k + 2.2)))
+    finite = values[np.isfinite(values)]
+    if diverging:
+        limit = float(np.abs(finite).max()) if finite.size else 1.0
+        image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    else:
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(c), concepts, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    if c * k <= 400:
+        for i in range(k):
+            for j in range(c):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=6,
+                            color="black" if diverging else "white")
+    if marks is not None:
+        for i, j in zip(*np.nonzero(marks)):
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

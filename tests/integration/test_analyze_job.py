@@ -1,0 +1,84 @@
+"""`conceptlens analyze` on the demo's ConceptWorld, scored against the planted truth."""
+import json
+
+import mlflow
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conceptlens.config import load_config
+from conceptlens.jobs import analyze
+from conceptlens.world import CLASSES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def out(demo_done, demo_run):
+    assert demo_done[0] == 0
+    return demo_run / "demo" / "analyze"
+
+
+@pytest.fixture(scope="module")
+def summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+def planted(demo_config, kinds=("spurious_correlation", "blind_spot")):
+    """(class, concept, scenario) for every planted scenario of the given kinds."""
+    return [(cls, s.attribute, s.name) for s in load_config([demo_config]).world.scenarios if s.kind in kinds
+            for cls in s.classes]
+
+
+@pytest.mark.parametrize("source", ["aligned", "vlm"])
+def test_the_planted_concept_is_the_top_responsible_concept(summary, demo_config, source):
+    for cls, concept, scenario in planted(demo_config):
+        blamed = summary["responsible"][source][cls]
+        assert blamed, (scenario, "no significant concept")
+        assert blamed[0]["concept"] == concept, (scenario, blamed[:3])
+        assert blamed[0]["q"] < 0.05
+
+
+def test_blame_points_the_right_way(summary, demo_config):
+    for cls, concept, scenario in planted(demo_config):
+        top = summary["responsible"]["aligned"][cls][0]
+        kind = "spurious_correlation" if scenario == "star_on_water" else "blind_spot"
+        # spurious: the class fails without its usual background; blind spot: it fails in the unseen condition
+        assert top["direction"] == ("missing in failures" if kind == "spurious_correlation" else "present in failures")
+
+
+def test_aligner_and_localisation_are_reported(summary):
+    aligner = summary["aligner"]
+    assert aligner["fit_rows"] == 3000 and 0.3 < aligner["r2_held_out"] <= aligner["r2_fit"] + 0.05
+    assert summary["zero_shot_accuracy"]["vlm"] >= 0.8
+    faults = summary["faults"]["overall"]
+    assert faults["misclassified"] == summary["misclassified"] > 0
+    assert faults["encoder"] + faults["head"] == faults["misclassified"]
+    assert sum(c["misclassified"] for c in summary["faults"]["per_class"].values()) == faults["misclassified"]
+
+
+def test_tables_figures_and_mlflow(out, demo_run):
+    heatmaps = pq.read_table(out / "heatmaps_aligned.parquet")
+    kinds = set(heatmaps.column("kind").to_pylist())
+    assert {"ground_truth", "output", "correct", "incorrect", "differential", "binarized"} <= kinds
+    diff = heatmaps.filter(pc.equal(heatmaps["kind"], "differential"))
+    assert diff.num_rows == len(CLASSES) * 22
+    scores = pq.read_table(out / "scores.parquet")
+    assert scores.num_rows == 6000 and len(scores.column("aligned_scores")[0]) == 22
+    faults = pq.read_table(out / "faults.parquet")
+    assert set(faults.column("fault").to_pylist()) <= {"encoder", "head"}
+    assert set(faults.column("split").to_pylist()) == {"calib"}
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "aligned_differential.png" in figures and "vlm_binarized.png" in figures
+    assert all((out / "figures" / f).stat().st_size > 10_000 for f in figures)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_run / 'demo' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id],
+                              filter_string="tags.command = 'analyze'")
+    assert runs and runs[0].data.metrics["aligner.r2_fit"] > 0
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"summary.json", "heatmaps_aligned.parquet", "figures"} <= artifacts
+
+
+def test_a_missing_embeddings_table_is_a_clear_error(tmp_path, capsys):
+    assert analyze.main([f"run.root={tmp_path}", "run.name=none"]) == 2
+    assert "run `conceptlens embed` first" in capsys.readouterr().err
