@@ -4,8 +4,8 @@ Reads the embeddings table (default: this run's ``embed`` output), fits the alig
 classifier's encoder space into the VLM image space on ``analyze.fit_split``, scores every
 row against the concept set with Ray Data tasks, and streams the scores into heatmaps of
 ``analyze.splits``. Writes under ``<run>/analyze/``: ``scores.parquet`` (the single-input
-heatmap of every row), ``heatmaps.parquet``, ``faults.parquet``, ``aligner.npz``,
-``concepts.json``, ``figures/*.png``, ``summary.json`` and ``metrics.json``.
+heatmap of every row), ``heatmaps_<source>.parquet``, ``faults.parquet``, ``aligner.npz``,
+``concepts.json`` and ``concepts.npz`` (text embeddings, z-score statistics), ``figures/*.png``, ``summary.json`` and ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from conceptlens.models import build_vlm
 from conceptlens.plots import plot_heatmap
 from conceptlens.raydata import init_ray, map_parquet
 from conceptlens.runs import Progress, command_dir, log, model_spec, write_metrics
-from conceptlens.scoring import SOURCES, ConceptScorer, stack
-from conceptlens.shards import batch_to_table
+from conceptlens.scoring import SOURCES, ConceptScorer
+from conceptlens.shards import batch_to_table, vectors
 from conceptlens.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
@@ -69,15 +69,13 @@ def fit_aligner(cfg: Config, embeddings: Path):
     in_fit = pc.field("split") == cfg.analyze.fit_split
     fit = AlignerFit()
     for batch in dataset.to_batches(columns=["features", "vlm_embedding"], filter=in_fit):
-        fit.update(stack(batch.column("features").to_numpy(zero_copy_only=False)),
-                   stack(batch.column("vlm_embedding").to_numpy(zero_copy_only=False)))
+        fit.update(vectors(batch.column("features")), vectors(batch.column("vlm_embedding")))
     if fit.n == 0:
         raise ValueError(f"no rows of split {cfg.analyze.fit_split!r} to fit the aligner on (analyze.fit_split)")
     aligner = fit.solve(cfg.analyze.ridge)
     held_out = HeldOutR2(aligner)
     for batch in dataset.to_batches(columns=["features", "vlm_embedding"], filter=~in_fit):
-        held_out.update(stack(batch.column("features").to_numpy(zero_copy_only=False)),
-                        stack(batch.column("vlm_embedding").to_numpy(zero_copy_only=False)))
+        held_out.update(vectors(batch.column("features")), vectors(batch.column("vlm_embedding")))
     return aligner, {"fit_rows": fit.n, "r2_fit": aligner.r2, "r2_held_out": held_out.value}
 
 
@@ -113,7 +111,8 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, clas
     analysis.freeze()
     columns = ["split", "label_index", "prediction"] + [f"{s}_scores" for s in SOURCES]
     for batch in pq.ParquetFile(scores_path).iter_batches(batch_size=cfg.analyze.batch_size, columns=columns):
-        rows = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
+        rows = {name: vectors(batch.column(name)) if name.endswith("_scores") else
+                batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
         mask = np.isin(rows["split"], list(keep))
         analysis.update_presence({k: v[mask] for k, v in rows.items()})
     return analysis.result()
@@ -163,8 +162,10 @@ def analyze(cfg: Config) -> dict:
         pq.write_table(table.append_column("source", pa.array([source] * table.num_rows)),
                        out / f"heatmaps_{source}.parquet")
     draw(result, classes, concept_set.names, out / "figures")
-    (out / "concepts.json").write_text(json.dumps({"classes": classes, "concepts": concept_set.prompts(),
-                                                   "embeddings": concept_emb.tolist()}))
+    (out / "concepts.json").write_text(json.dumps({"classes": classes, "concepts": concept_set.prompts()}, indent=1))
+    np.savez(out / "concepts.npz", concepts=concept_emb, classes=class_emb,
+             **{f"{source}_{stat}": value for source, pair in result.standardizer.items()
+                for stat, value in zip(("mean", "std"), pair)})
     summary = summarize(result, aligner_metrics)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     metrics = {k: summary[k] for k in ("rows", "misclassified", "aligner", "zero_shot_accuracy")}

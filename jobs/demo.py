@@ -1,7 +1,8 @@
 """conceptlens demo: the whole pipeline on ConceptWorld, then a summary of what it found and where it is.
 
 Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
-embed the held-out splits (`embed`), then heatmaps and fault localisation (`analyze`). Runs under ``runs/demo/`` unless ``run.name`` says
+embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
+inputs (`attack`), then calibrate and evaluate the runtime filter and register it (`monitor`). Runs under ``runs/demo/`` unless ``run.name`` says
 otherwise; every step is tracked in the run's MLflow store.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from conceptlens.cli import parse_config
-from conceptlens.jobs import analyze, embed, world
+from conceptlens.jobs import analyze, attack, embed, monitor, world
 from conceptlens.tracking import tracking_uri
 
 
@@ -24,12 +25,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     world_metrics = world.run(cfg)
     embed_metrics = embed.run(cfg)
     analysis = analyze.run(cfg)
+    attacks = attack.run(cfg)
+    filter_metrics = monitor.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
     print(world.summary(world_metrics))
     print(f"embeddings table: {embed_metrics['rows']} rows ({embed_metrics['rejects']} rejected), "
           f"{embed_metrics['rows_per_second'] or 0:.0f} rows/s this run")
     print(analyze.report(analysis))
+    print(attack.report(attacks))
+    print(monitor.report(filter_metrics))
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")
     for path in sorted(run.glob("*/*")):
         print(f"  {path}")

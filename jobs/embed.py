@@ -45,16 +45,20 @@ def load_input(cfg: Config) -> pa.Table:
 
 
 def embed(cfg: Config) -> dict:
-    """Embed every pending shard; return the metrics of the whole table."""
-    out = command_dir(cfg.run, "embed")
-    table = load_input(cfg)
+    """Embed this run's input (see :func:`load_input`) into ``<run>/embed/``."""
+    return embed_rows(cfg, load_input(cfg), command_dir(cfg.run, "embed"))
+
+
+def embed_rows(cfg: Config, table: pa.Table, out: Path, what: str = "embed") -> dict:
+    """Embed every pending shard of ``table`` into ``out/embeddings`` (rejects in ``out/rejects``);
+    write and return the metrics of the whole table."""
     spec = model_spec(cfg)
     plan = ShardPlan(out / "embeddings", table.column("id").to_pylist(), cfg.embed.shard_size)
     rejects_dir = out / "rejects"
     rejects_dir.mkdir(exist_ok=True)
     pending = plan.pending()
-    log(f"embed: {table.num_rows} rows in {plan.count} shards, {len(pending)} to do")
-    progress = Progress("embed", sum(_size(plan, k) for k in pending))
+    log(f"{what}: {table.num_rows} rows in {plan.count} shards, {len(pending)} to do")
+    progress = Progress(what, sum(_size(plan, k) for k in pending))
     if pending:
         init_ray(cfg.ray)
         todo = pa.concat_tables([table.slice(a, b - a) for a, b in map(plan.rows, pending)])

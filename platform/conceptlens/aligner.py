@@ -43,6 +43,8 @@ class AlignerFit:
 
     def update(self, z: np.ndarray, e: np.ndarray) -> None:
         z, e = np.asarray(z, np.float64), np.asarray(e, np.float64)
+        if not len(z):
+            return
         if self.zz is None:
             self.zz, self.ze = np.zeros((z.shape[1],) * 2), np.zeros((z.shape[1], e.shape[1]))
             self.z_sum, self.e_sum = np.zeros(z.shape[1]), np.zeros(e.shape[1])
@@ -76,6 +78,8 @@ class HeldOutR2:
 
     def update(self, z: np.ndarray, e: np.ndarray) -> None:
         e = np.asarray(e, np.float64)
+        if not len(e):
+            return
         self.n += len(e)
         self.residual += float(((self.aligner(z) - e) ** 2).sum())
         self.squares += float((e * e).sum())

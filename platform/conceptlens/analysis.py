@@ -11,7 +11,7 @@ two streaming passes, so it never holds more than a batch:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +29,7 @@ class AnalysisResult:
     zero_shot: dict[str, float]  # source -> zero-shot class accuracy
     rows: int
     misclassified: int
-    extra: dict = field(default_factory=dict)
+    standardizer: dict[str, tuple[np.ndarray, np.ndarray]]  # source -> per-concept (mean, std) of raw scores
 
 
 class ConceptAnalysis:
@@ -70,7 +70,8 @@ class ConceptAnalysis:
         return AnalysisResult(
             heatmaps=tables, responsible={s: responsible_concepts(t, self.top) for s, t in tables.items()},
             faults=faults, zero_shot={s: hits / max(self.rows, 1) for s, hits in self.zero_shot_hits.items()},
-            rows=self.rows, misclassified=faults["overall"]["misclassified"])
+            rows=self.rows, misclassified=faults["overall"]["misclassified"],
+            standardizer={s: (acc.mu, acc.sigma) for s, acc in self.heatmaps.items()})
 
 
 def _ints(values) -> np.ndarray:

@@ -93,3 +93,41 @@ def success_rate(model: torch.nn.Module, clean: torch.Tensor, adversarial: torch
     if not bool(correct.any()):
         return math.nan
     return float((after[correct] != before[correct]).float().mean())
+
+
+class Attacker:
+    """Adversarial versions of a batch of decoded images under each ``(attack, eps)`` of ``configs``.
+
+    ``__call__(batch)`` takes ``image`` ``uint8 (N, H, W, 3)``, ``label_index`` and pass-through
+    columns, and returns one row per (input, config): the pass-through columns, ``image`` (the
+    adversarial image quantised to ``uint8``, as it would be stored), ``attack``, ``epsilon`` (in
+    1/255 units), ``clean_prediction`` and ``adversarial_prediction`` (on the quantised image).
+    Rows whose image failed to decode (``error`` set) are dropped.
+    """
+
+    def __init__(self, classifier: torch.nn.Module, configs: list[tuple[str, float]], *, steps: int = 10,
+                 seed: int = 0, device: str | torch.device = "cpu"):
+        unknown = sorted({a for a, _ in configs} - set(ATTACKS))
+        if unknown:
+            raise ValueError(f"unknown attack(s) {unknown}; valid attacks: {', '.join(ATTACKS)}")
+        self.classifier, self.configs = classifier.to(device).eval(), list(configs)
+        self.steps, self.seed, self.device = steps, seed, torch.device(device)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        ok = np.asarray([not e for e in batch.get("error", [""] * len(batch["image"]))], bool)
+        keep = {k: v[ok] for k, v in batch.items() if k not in ("image", "error")}
+        x = torch.from_numpy(np.ascontiguousarray(batch["image"][ok])).to(self.device).permute(0, 3, 1, 2).float() / 255
+        y = torch.as_tensor(keep["label_index"], device=self.device).long()
+        clean = _predict(self.classifier, x).cpu().numpy() if len(x) else np.zeros(0, np.int64)
+        parts = []
+        for attack, eps in self.configs:
+            adv = attack_images(self.classifier, x, y, attack, eps / 255, steps=self.steps, seed=self.seed) if len(x) else x
+            stored = (adv * 255).round().to(torch.uint8)
+            parts.append(keep | {"image": stored.permute(0, 2, 3, 1).cpu().numpy(),
+                                 "attack": np.full(len(x), attack, dtype=object),
+                                 "epsilon": np.full(len(x), float(eps)),
+                                 "clean_prediction": clean,
+                                 "adversarial_prediction": _predict(self.classifier, stored.float() / 255).cpu().numpy()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -16,6 +16,8 @@ COMMANDS = {
     "world": ("conceptlens.jobs.world", "build ConceptWorld and train (or reuse) its classifier and tiny CLIP"),
     "embed": ("conceptlens.jobs.embed", "embed images with the classifier and the VLM on Ray Data (resumable)"),
     "analyze": ("conceptlens.jobs.analyze", "semantic and differential heatmaps, encoder-vs-head fault localisation"),
+    "attack": ("conceptlens.jobs.attack", "adversarial inputs (FGSM, PGD, APGD) on the held-out splits, embedded"),
+    "monitor": ("conceptlens.jobs.monitor", "calibrate the runtime filter, compare it with baselines, register it"),
     "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
 }
 

@@ -33,7 +33,7 @@ class ScenarioConfig:
 def _default_scenarios() -> List[ScenarioConfig]:
     return [
         ScenarioConfig(name="star_on_water", kind="spurious_correlation", classes=["star"],
-                       attribute="background=water"),
+                       attribute="background=water", strength=0.99),
         ScenarioConfig(name="hexagon_in_fog", kind="blind_spot", classes=["hexagon"], attribute="weather=fog"),
         ScenarioConfig(name="dark_circle", kind="rare_subgroup", classes=["circle"], attribute="lighting=dark"),
     ]
@@ -135,6 +135,25 @@ class AnalyzeConfig:
 
 
 @dataclass
+class AttackConfig:
+    attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd", "apgd"])  # torchattacks, L-infinity
+    epsilons: List[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # budgets in 1/255 units
+    steps: int = 10  # iterations of pgd and apgd
+    splits: List[str] = field(default_factory=lambda: ["calib", "test"])
+    rows_per_split: int = 400  # inputs attacked per split (a seeded sample); 0 = all
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class MonitorConfig:
+    fpr: float = 0.05  # target false-alarm rate on correct clean calib inputs; sets the thresholds
+    knn_k: int = 50  # the k-NN baseline's k
+    model_name: str = "conceptlens-filter"  # MLflow registered model of the filter bundle; "" = do not register
+    alias: str = "champion"  # alias set on the new version
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -145,6 +164,8 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conceptlens.models import build_classifier, build_vlm
+from conceptlens.recipes.data import resolve_device
 
 VECTOR_COLUMNS = ("logits", "features", "vlm_embedding")
 
@@ -59,8 +60,7 @@ class Embedder:
     """
 
     def __init__(self, spec: ModelSpec, device: str = "auto"):
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   "cpu" if device == "auto" else device)
+        self.device = resolve_device(device)
         self.classifier = build_classifier(spec.classifier_arch, num_classes=spec.num_classes,
                                            head=spec.classifier_head, weights=spec.classifier_weights,
                                            checkpoint=spec.classifier_checkpoint).to(self.device).eval()

@@ -5,6 +5,7 @@ output streams back in input order so the caller can write deterministic shards.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, Iterator
 
@@ -15,10 +16,14 @@ from ray.data import ActorPoolStrategy
 
 from conceptlens.config import EmbedConfig, RayConfig
 from conceptlens.embedding import Embedder, ModelSpec, decode_batch
+from conceptlens.models import build_classifier
+from conceptlens.recipes.data import resolve_device
 
 
 def init_ray(cfg: RayConfig) -> None:
     """Connect to ``ray.address`` / ``RAY_ADDRESS`` if given, else start a small local Ray."""
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the jobs print their own progress
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
@@ -43,19 +48,48 @@ class _EmbedActor:
         return out
 
 
+class _AttackActor:
+    """An :class:`Attacker` on the classifier of ``spec`` in a Ray actor."""
+
+    def __init__(self, spec: ModelSpec, configs: list[tuple[str, float]], steps: int, seed: int, device: str):
+        from conceptlens.attacks import Attacker
+
+        self.attacker = Attacker(build_classifier(spec.classifier_arch, num_classes=spec.num_classes,
+                                                  head=spec.classifier_head, weights=spec.classifier_weights,
+                                                  checkpoint=spec.classifier_checkpoint),
+                                 configs, steps=steps, seed=seed, device=resolve_device(device))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.attacker(batch)
+
+
+def _images_through_actors(table: pa.Table, actor: type, args: tuple, pool: EmbedConfig, *, batch_size: int,
+                           image_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Decode ``table``'s images in CPU tasks, run them through a pool of ``actor(*args)``, stream in input order."""
+    blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"size": image_size}, batch_size=batch_size,
+                        batch_format="numpy", num_cpus=pool.decode_num_cpus)
+    ds = ds.map_batches(actor, fn_constructor_args=args, batch_size=batch_size,
+                        batch_format="numpy", compute=ActorPoolStrategy(size=pool.actors),
+                        num_cpus=pool.actor_num_cpus, num_gpus=pool.num_gpus)  # Ray Data restarts dead actors
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
 def embed_table(table: pa.Table, spec: ModelSpec, cfg: EmbedConfig, *, image_size: int,
                 device: str = "auto") -> Iterator[dict[str, np.ndarray]]:
     """Stream the embedded rows of ``table`` (``id``, ``path`` and pass-through columns) in input order."""
-    blocks = [table.slice(i, cfg.batch_size) for i in range(0, table.num_rows, cfg.batch_size)]
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ds = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"size": image_size}, batch_size=cfg.batch_size,
-                        batch_format="numpy", num_cpus=cfg.decode_num_cpus)
-    ds = ds.map_batches(_EmbedActor, fn_constructor_args=(spec, device), batch_size=cfg.batch_size,
-                        batch_format="numpy", compute=ActorPoolStrategy(size=cfg.actors),
-                        num_cpus=cfg.actor_num_cpus, num_gpus=cfg.num_gpus)  # Ray Data restarts dead actors
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+    yield from _images_through_actors(table, _EmbedActor, (spec, device), cfg, batch_size=cfg.batch_size,
+                                      image_size=image_size)
+
+
+def attack_table(table: pa.Table, spec: ModelSpec, configs: list[tuple[str, float]], pool: EmbedConfig, *,
+                 batch_size: int, image_size: int, steps: int = 10, seed: int = 0,
+                 device: str = "auto") -> Iterator[dict[str, np.ndarray]]:
+    """Stream adversarial rows (see :class:`conceptlens.attacks.Attacker`) of ``table``'s images."""
+    yield from _images_through_actors(table, _AttackActor, (spec, configs, steps, seed, device), pool,
+                                      batch_size=batch_size, image_size=image_size)
 
 
 def map_parquet(folder: str, fn: Callable[[dict], dict], *, batch_size: int, num_cpus: float = 0.5,

@@ -42,6 +42,13 @@ def batch_to_table(batch: dict[str, np.ndarray], schema: pa.Schema | None = None
     return pa.table(columns)
 
 
+def vectors(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size list column (as :func:`batch_to_table` writes vectors) as ``float32 (N, D)``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), column.type.list_size)
+
+
 def write_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     pq.write_table(table, tmp)

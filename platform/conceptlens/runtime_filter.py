@@ -1,0 +1,216 @@
+"""The runtime filter: flags inputs likely misclassified or adversarial, and says why in concepts.
+
+For an input predicted as class ``ŷ`` it compares the input's single-input heatmap (z-scored
+concept scores of the aligned encoder features) with reference heatmaps of ``ŷ``'s correct,
+misclassified and adversarial calibration inputs (METHODS.md §1, runtime analysis), and adds
+what makes the comparison sharper:
+
+* ``msp``: the classifier's confidence;
+* ``vlm_margin`` / ``aligned_margin``: how far the VLM's own embedding and the aligned encoder
+  features prefer ``ŷ``'s class prompt over the next class (an attack on the classifier does not
+  move the VLM, so the two disagree);
+* ``consistency``: cosine between the aligned and the VLM concept heatmaps of the input;
+* ``mahalanobis``: the distance of the encoder features from the nearest class (Lee et al. 2018).
+
+Two logistic heads over these signals (fitted on ``calib``) score "misclassified" and
+"adversarial"; thresholds are set for a target false-alarm rate on correct clean inputs. The
+filter follows the Detector contract: ``fit`` on calibration batches, ``score`` higher = worse.
+Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from conceptlens.aligner import Aligner, AlignerFit
+from conceptlens.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
+from conceptlens.scoring import stack, unit
+
+SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "mahalanobis", "cos_correct", "cos_incorrect", "cos_adversarial")
+REFERENCES = ("correct", "incorrect", "adversarial")
+HEADS = ("misclassified", "adversarial")
+VERDICTS = ("accept", "likely-misclassified", "likely-adversarial")
+
+
+def _margin(sim: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """``sim[ŷ]`` minus the best other class, per row."""
+    rows = np.arange(len(sim))
+    own = sim[rows, predicted]
+    other = sim.copy()
+    other[rows, predicted] = -np.inf
+    return own - other.max(1)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (unit(a) * unit(b)).sum(1)
+
+
+@dataclass
+class ConceptFilter:
+    """``aligner``; ``concepts`` ``(C, E)`` and ``classes`` ``(K, E)`` text embeddings; ``mean``/``std``
+    ``(C,)`` z-score statistics per source (``aligned``, ``vlm``); ``concept_names``, ``class_names``."""
+    aligner: Aligner
+    concepts: np.ndarray
+    classes: np.ndarray
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+    concept_names: list[str]
+    class_names: list[str]
+    references: dict[str, np.ndarray] | None = None  # kind -> (K, C) mean z-heatmap per predicted class
+    heads: dict[str, dict[str, np.ndarray]] | None = None  # head -> coef, intercept, centre, scale
+    gaussians: dict[str, np.ndarray] | None = None  # class means (K, D) and tied precision (D, D) of features
+    thresholds: dict[str, float] | None = None
+    fpr: float = 0.05
+
+    # --- per-input quantities -------------------------------------------------------------
+    def heatmaps(self, batch: dict) -> dict[str, np.ndarray]:
+        """Single-input heatmaps ``(N, C)`` (z-scores) from the aligned features and from the VLM."""
+        emb = {"aligned": unit(self.aligner(stack(batch["features"]))), "vlm": unit(stack(batch["vlm_embedding"]))}
+        return {s: (e @ self.concepts.T - self.mean[s]) / self.std[s] for s, e in emb.items()} | {
+            f"{s}_class_sim": e @ self.classes.T for s, e in emb.items()}
+
+    def signals(self, batch: dict) -> np.ndarray:
+        """``float64 (N, len(SIGNALS))``."""
+        predicted = np.asarray(batch["prediction"], np.int64)
+        h = self.heatmaps(batch)
+        columns = {"msp": -msp_score(stack(batch["logits"])),
+                   "vlm_margin": _margin(h["vlm_class_sim"], predicted),
+                   "aligned_margin": _margin(h["aligned_class_sim"], predicted),
+                   "consistency": _cos(h["aligned"], h["vlm"]),
+                   "mahalanobis": mahalanobis_score(stack(batch["features"]), self.gaussians["means"],
+                                                    self.gaussians["precision"])}
+        for kind in REFERENCES:
+            columns[f"cos_{kind}"] = _cos(h["aligned"], self.references[kind][predicted])
+        return np.stack([columns[name] for name in SIGNALS], 1).astype(np.float64)
+
+    # --- fitting ------------------------------------------------------------------------------
+    def fit(self, clean: dict, adversarial: dict, *, fpr: float = 0.05, ridge: float = 0.01, seed: int = 0) -> "ConceptFilter":
+        """References, heads and thresholds from calibration batches of clean and adversarial rows
+        (each with ``label_index``, ``prediction``, ``logits``, ``features``, ``vlm_embedding``).
+
+        Cross-fitted: the aligner, references and class Gaussians come from one half of the rows,
+        heads and thresholds from the other, so the thresholds see signals as unseen inputs will."""
+        rng = np.random.default_rng(seed)
+        first = {name: rng.random(len(b["prediction"])) < 0.5 for name, b in (("clean", clean), ("adv", adversarial))}
+        ref_clean, ref_adv = take(clean, first["clean"]), take(adversarial, first["adv"])
+        clean, adversarial = take(clean, ~first["clean"]), take(adversarial, ~first["adv"])
+        correct = ref_clean["prediction"] == ref_clean["label_index"]
+        fooled = ref_adv["prediction"] != ref_adv["label_index"]
+        fit = AlignerFit()
+        fit.update(stack(ref_clean["features"]), stack(ref_clean["vlm_embedding"]))
+        self.aligner = fit.solve(ridge)
+        gaussians = Mahalanobis().fit(take(ref_clean, correct))
+        self.gaussians = {"means": gaussians.means, "precision": gaussians.precision}
+        z_clean, z_adv = self.heatmaps(ref_clean)["aligned"], self.heatmaps(ref_adv)["aligned"]
+        self.references = {
+            "correct": self._per_class(z_clean[correct], ref_clean["prediction"][correct]),
+            "incorrect": self._per_class(z_clean[~correct], ref_clean["prediction"][~correct]),
+            "adversarial": self._per_class(z_adv[fooled], ref_adv["prediction"][fooled]),
+        }
+        correct = clean["prediction"] == clean["label_index"]
+        fooled = adversarial["prediction"] != adversarial["label_index"]
+        s_clean, s_adv = self.signals(clean), self.signals(adversarial)[fooled]
+        self.heads = {"misclassified": _fit_head(s_clean, ~correct),
+                      "adversarial": _fit_head(np.concatenate([s_clean, s_adv]),
+                                               np.r_[np.zeros(len(s_clean), bool), np.ones(len(s_adv), bool)])}
+        scores = self.score_all(clean)
+        # half the false-alarm budget each, so that flagging by either head stays within ``fpr``
+        self.thresholds = {head: threshold_at_fpr(scores[head][correct], fpr / 2) for head in HEADS}
+        self.fpr = fpr
+        return self
+
+    def _per_class(self, z: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """Mean z-heatmap per predicted class; classes without rows fall back to the overall mean."""
+        out = np.tile(z.mean(0) if len(z) else np.zeros(z.shape[1]), (len(self.class_names), 1))
+        for k in np.unique(predicted):
+            out[k] = z[predicted == k].mean(0)
+        return out
+
+    # --- scoring ------------------------------------------------------------------------------
+    def score_all(self, batch: dict) -> dict[str, np.ndarray]:
+        """Both heads' scores ``float64 (N,)`` in [0, 1], higher = more likely defective."""
+        s = self.signals(batch)
+        return {head: _apply_head(self.heads[head], s) for head in HEADS}
+
+    def score(self, batch: dict) -> np.ndarray:
+        """Detector contract: the larger of the two heads' scores relative to their thresholds."""
+        scores = self.score_all(batch)
+        return np.maximum(scores["misclassified"] - self.thresholds["misclassified"],
+                          scores["adversarial"] - self.thresholds["adversarial"])
+
+    def verdicts(self, batch: dict, thresholds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """``verdict`` (one of VERDICTS) and both scores; ``thresholds`` overrides the calibrated ones."""
+        t = self.thresholds | (thresholds or {})
+        scores = self.score_all(batch)
+        verdict = np.where(scores["adversarial"] > t["adversarial"], VERDICTS[2],
+                           np.where(scores["misclassified"] > t["misclassified"], VERDICTS[1], VERDICTS[0]))
+        return {"verdict": verdict.astype(object)} | scores
+
+    def explain(self, batch: dict, top: int = 3) -> list[list[dict]]:
+        """Per input, the concepts furthest from what correct predictions of its class look like."""
+        predicted = np.asarray(batch["prediction"], np.int64)
+        z = self.heatmaps(batch)["aligned"]
+        typical = self.references["correct"][predicted]
+        out = []
+        for i in range(len(z)):
+            gap = z[i] - typical[i]
+            order = np.argsort(-np.abs(gap))[:top]
+            out.append([{"concept": self.concept_names[j], "z": float(z[i, j]), "typical_z": float(typical[i, j]),
+                         "text": f"{self.concept_names[j]} {'higher' if gap[j] > 0 else 'lower'} than in correct "
+                                 f"'{self.class_names[predicted[i]]}' predictions ({z[i, j]:+.1f} vs "
+                                 f"{typical[i, j]:+.1f} σ)"} for j in order])
+        return out
+
+    # --- bundle -------------------------------------------------------------------------------
+    def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"W": self.aligner.W, "b": self.aligner.b, "concepts": self.concepts, "classes": self.classes}
+        arrays |= {f"{s}_{stat}": getattr(self, stat)[s] for s in self.mean for stat in ("mean", "std")}
+        arrays |= {f"ref_{k}": v for k, v in self.references.items()}
+        arrays |= {f"gaussian_{k}": v for k, v in self.gaussians.items()}
+        arrays |= {f"head_{h}_{k}": v for h, head in self.heads.items() for k, v in head.items()}
+        np.savez(folder / "filter.npz", **arrays)
+        info = {"concept_names": self.concept_names, "class_names": self.class_names, "signals": list(SIGNALS),
+                "thresholds": self.thresholds, "fpr": self.fpr, "aligner_r2": self.aligner.r2,
+                "metadata": metadata or {}}
+        (folder / "filter.json").write_text(json.dumps(info, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ConceptFilter":
+        folder = Path(folder)
+        if not (folder / "filter.json").is_file():
+            raise FileNotFoundError(f"no filter bundle (filter.json, filter.npz) in {folder}")
+        info = json.loads((folder / "filter.json").read_text())
+        a = np.load(folder / "filter.npz")
+        sources = ("aligned", "vlm")
+        return cls(Aligner(a["W"], a["b"], info["aligner_r2"]), a["concepts"], a["classes"],
+                   {s: a[f"{s}_mean"] for s in sources}, {s: a[f"{s}_std"] for s in sources},
+                   info["concept_names"], info["class_names"],
+                   references={k: a[f"ref_{k}"] for k in REFERENCES},
+                   heads={h: {k: a[f"head_{h}_{k}"] for k in ("coef", "intercept", "centre", "scale")} for h in HEADS},
+                   gaussians={k: a[f"gaussian_{k}"] for k in ("means", "precision")},
+                   thresholds=info["thresholds"], fpr=info["fpr"])
+
+
+def take(batch: dict, mask: np.ndarray) -> dict:
+    """The rows of a batch where ``mask`` is true."""
+    return {k: np.asarray(v)[mask] for k, v in batch.items()}
+
+
+def _fit_head(signals: np.ndarray, defective: np.ndarray) -> dict[str, np.ndarray]:
+    centre, scale = signals.mean(0), signals.std(0) + 1e-9
+    if defective.all() or not defective.any():
+        raise ValueError("a filter head needs both defective and good calibration rows")
+    model = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced").fit((signals - centre) / scale, defective)
+    return {"coef": model.coef_[0], "intercept": model.intercept_, "centre": centre, "scale": scale}
+
+
+def _apply_head(head: dict[str, np.ndarray], signals: np.ndarray) -> np.ndarray:
+    logit = ((signals - head["centre"]) / head["scale"]) @ head["coef"] + head["intercept"][0]
+    return 1 / (1 + np.exp(-logit))
