@@ -9,10 +9,11 @@ what makes the comparison sharper:
 * ``vlm_margin`` / ``aligned_margin``: how far the VLM's own embedding and the aligned encoder
   features prefer ``ŷ``'s class prompt over the next class (an attack on the classifier does not
   move the VLM, so the two disagree);
-* ``consistency``: cosine between the aligned and the VLM concept heatmaps of the input;
+* ``consistency``: cosine between the aligned and the VLM concept heatmaps of the input, and
+  ``agreement``: cosine between the aligned features and the VLM embedding themselves;
 * ``mahalanobis``: the distance of the encoder features from the nearest class (Lee et al. 2018).
 
-Two logistic heads over these signals (fitted on ``calib``) score "misclassified" and
+Two logistic heads over these signals and their pairwise products (fitted on ``calib``) score "misclassified" and
 "adversarial"; thresholds are set for a target false-alarm rate on correct clean inputs. The
 filter follows the Detector contract: ``fit`` on calibration batches, ``score`` higher = worse.
 Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
@@ -30,7 +31,7 @@ from conceptlens.aligner import Aligner, AlignerFit
 from conceptlens.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
 from conceptlens.scoring import stack, unit
 
-SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "mahalanobis", "cos_correct", "cos_incorrect", "cos_adversarial")
+SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis", "cos_correct", "cos_incorrect", "cos_adversarial")
 REFERENCES = ("correct", "incorrect", "adversarial")
 HEADS = ("misclassified", "adversarial")
 VERDICTS = ("accept", "likely-misclassified", "likely-adversarial")
@@ -71,7 +72,8 @@ class ConceptFilter:
         """Single-input heatmaps ``(N, C)`` (z-scores) from the aligned features and from the VLM."""
         emb = {"aligned": unit(self.aligner(stack(batch["features"]))), "vlm": unit(stack(batch["vlm_embedding"]))}
         return {s: (e @ self.concepts.T - self.mean[s]) / self.std[s] for s, e in emb.items()} | {
-            f"{s}_class_sim": e @ self.classes.T for s, e in emb.items()}
+            f"{s}_class_sim": e @ self.classes.T for s, e in emb.items()} | {
+            "agreement": (emb["aligned"] * emb["vlm"]).sum(1)}
 
     def signals(self, batch: dict) -> np.ndarray:
         """``float64 (N, len(SIGNALS))``."""
@@ -80,7 +82,7 @@ class ConceptFilter:
         columns = {"msp": -msp_score(stack(batch["logits"])),
                    "vlm_margin": _margin(h["vlm_class_sim"], predicted),
                    "aligned_margin": _margin(h["aligned_class_sim"], predicted),
-                   "consistency": _cos(h["aligned"], h["vlm"]),
+                   "consistency": _cos(h["aligned"], h["vlm"]), "agreement": h["agreement"],
                    "mahalanobis": mahalanobis_score(stack(batch["features"]), self.gaussians["means"],
                                                     self.gaussians["precision"])}
         for kind in REFERENCES:
@@ -203,14 +205,22 @@ def take(batch: dict, mask: np.ndarray) -> dict:
     return {k: np.asarray(v)[mask] for k, v in batch.items()}
 
 
+def _pairwise(x: np.ndarray) -> np.ndarray:
+    """Standardised signals and their pairwise products: a linear head on these sees interactions
+    (a confident prediction the VLM disagrees with is typical of an attack, not of a natural mistake)."""
+    i, j = np.triu_indices(x.shape[1])
+    return np.c_[x, x[:, i] * x[:, j]]
+
+
 def _fit_head(signals: np.ndarray, defective: np.ndarray) -> dict[str, np.ndarray]:
-    centre, scale = signals.mean(0), signals.std(0) + 1e-9
     if defective.all() or not defective.any():
         raise ValueError("a filter head needs both defective and good calibration rows")
-    model = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced").fit((signals - centre) / scale, defective)
+    centre, scale = signals.mean(0), signals.std(0) + 1e-9
+    model = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced")
+    model.fit(_pairwise((signals - centre) / scale), defective)
     return {"coef": model.coef_[0], "intercept": model.intercept_, "centre": centre, "scale": scale}
 
 
 def _apply_head(head: dict[str, np.ndarray], signals: np.ndarray) -> np.ndarray:
-    logit = ((signals - head["centre"]) / head["scale"]) @ head["coef"] + head["intercept"][0]
+    logit = _pairwise((signals - head["centre"]) / head["scale"]) @ head["coef"] + head["intercept"][0]
     return 1 / (1 + np.exp(-logit))
