@@ -23,7 +23,7 @@ import torch
 
 from conceptlens.aligner import AlignerFit, HeldOutR2
 from conceptlens.analysis import AnalysisResult, ConceptAnalysis
-from conceptlens.cli import parse_config
+from conceptlens.cli import run_command
 from conceptlens.concepts import load_concepts
 from conceptlens.config import Config
 from conceptlens.embedding import VECTOR_COLUMNS
@@ -198,15 +198,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config("analyze", __doc__, argv)
-    try:
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"conceptlens analyze: {err}", file=sys.stderr)
-        return 2
-    print(report(summary))
-    print(f"outputs: {command_dir(cfg.run, 'analyze')}")
-    return 0
+    return run_command("analyze", __doc__, argv, run, report)
 
 
 if __name__ == "__main__":

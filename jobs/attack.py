@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from conceptlens.cli import parse_config
+from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.jobs.embed import embed_rows, load_input
 from conceptlens.raydata import attack_table, init_ray
@@ -115,15 +115,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config("attack", __doc__, argv)
-    try:
-        metrics = run(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"conceptlens attack: {err}", file=sys.stderr)
-        return 2
-    print(report(metrics))
-    print(f"outputs: {command_dir(cfg.run, 'attack')}")
-    return 0
+    return run_command("attack", __doc__, argv, run, report)
 
 
 if __name__ == "__main__":

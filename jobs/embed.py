@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from conceptlens.cli import parse_config
+from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.datasets import classes_of, read_dataset
 from conceptlens.raydata import embed_table, init_ray
@@ -103,15 +103,12 @@ def run(cfg: Config) -> dict:
     return metrics
 
 
+def report(metrics: dict) -> str:
+    return f"embedded {metrics['rows']} rows ({metrics['rejects']} rejected) into {metrics['output']}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config("embed", __doc__, argv)
-    try:
-        metrics = run(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"conceptlens embed: {err}", file=sys.stderr)
-        return 2
-    print(f"embedded {metrics['rows']} rows ({metrics['rejects']} rejected) into {metrics['output']}")
-    return 0
+    return run_command("embed", __doc__, argv, run, report)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conceptlens.aligner import Aligner
-from conceptlens.cli import parse_config
+from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.detectors import BASELINES, KNN, detection_metrics, threshold_at_fpr
 from conceptlens.runs import command_dir, log, model_spec, write_metrics
@@ -161,15 +161,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config("monitor", __doc__, argv)
-    try:
-        metrics = run(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"conceptlens monitor: {err}", file=sys.stderr)
-        return 2
-    print(report(metrics))
-    print(f"outputs: {command_dir(cfg.run, 'monitor')}")
-    return 0
+    return run_command("monitor", __doc__, argv, run, report)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Sequence
 
 import pyarrow.parquet as pq
 
-from conceptlens.cli import parse_config
+from conceptlens.cli import run_command
 from conceptlens.config import Config, to_dict
 from conceptlens.recipes.conceptworld import ensure_classifier, ensure_vlm, ensure_world, evaluate_models
 from conceptlens.recipes.data import resolve_device
@@ -71,11 +70,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config("world", __doc__, argv)
-    metrics = run(cfg)
-    print(summary(metrics))
-    print(f"outputs: {command_dir(cfg.run, 'world')}")
-    return 0
+    return run_command("world", __doc__, argv, run, summary)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from conceptlens.config import Config, ConfigError, load_config
 
@@ -33,6 +34,21 @@ def parse_config(prog: str, description: str, argv: Sequence[str] | None) -> Con
         return load_config(args.config, args.overrides)
     except (ConfigError, ValueError) as err:
         parser.exit(2, f"conceptlens {prog}: config error: {err}\n")
+
+
+def run_command(prog: str, description: str, argv: Sequence[str] | None, run: Callable[[Config], Any],
+                report: Callable[[Any], str]) -> int:
+    """A command's ``main``: parse the config, ``run`` it, print ``report(result)`` and the output folder.
+    Bad input (``ValueError``, ``FileNotFoundError``) prints the reason and exits with 2."""
+    cfg = parse_config(prog, description, argv)
+    try:
+        result = run(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"conceptlens {prog}: {err}", file=sys.stderr)
+        return 2
+    print(report(result))
+    print(f"outputs: {Path(cfg.run.root) / cfg.run.name / prog}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
