@@ -117,6 +117,7 @@ class EmbedConfig:
     actor_num_cpus: float = 0.5  # below 1 so decode tasks still get CPU on small machines
     num_gpus: float = 0.0  # per actor; set 1 on a GPU cluster
     decode_num_cpus: float = 0.5
+    torch_threads: int = 0  # intra-op threads per model actor; 0 = Ray's default (the actor's whole CPUs, >= 1)
     shard_size: int = 4096  # rows per output file: the unit of resumption
 
 

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import ray
+import torch
 from ray.data import ActorPoolStrategy
 
 from conceptlens.config import EmbedConfig, RayConfig
@@ -38,7 +39,9 @@ def init_ray(cfg: RayConfig) -> None:
 class _EmbedActor:
     """An :class:`Embedder` in a Ray actor; tags each row with the node that computed it."""
 
-    def __init__(self, spec: ModelSpec, device: str):
+    def __init__(self, spec: ModelSpec, device: str, threads: int = 0):
+        if threads:
+            torch.set_num_threads(threads)
         self.embedder = Embedder(spec, device)
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -51,9 +54,12 @@ class _EmbedActor:
 class _AttackActor:
     """An :class:`Attacker` on the classifier of ``spec`` in a Ray actor."""
 
-    def __init__(self, spec: ModelSpec, configs: list[tuple[str, float]], steps: int, seed: int, device: str):
+    def __init__(self, spec: ModelSpec, configs: list[tuple[str, float]], steps: int, seed: int, device: str,
+                 threads: int = 0):
         from conceptlens.attacks import Attacker
 
+        if threads:
+            torch.set_num_threads(threads)
         self.attacker = Attacker(build_classifier(spec.classifier_arch, num_classes=spec.num_classes,
                                                   head=spec.classifier_head, weights=spec.classifier_weights,
                                                   checkpoint=spec.classifier_checkpoint),
@@ -80,7 +86,7 @@ def _images_through_actors(table: pa.Table, actor: type, args: tuple, pool: Embe
 def embed_table(table: pa.Table, spec: ModelSpec, cfg: EmbedConfig, *, image_size: int,
                 device: str = "auto") -> Iterator[dict[str, np.ndarray]]:
     """Stream the embedded rows of ``table`` (``id``, ``path`` and pass-through columns) in input order."""
-    yield from _images_through_actors(table, _EmbedActor, (spec, device), cfg, batch_size=cfg.batch_size,
+    yield from _images_through_actors(table, _EmbedActor, (spec, device, cfg.torch_threads), cfg, batch_size=cfg.batch_size,
                                       image_size=image_size)
 
 
@@ -88,7 +94,7 @@ def attack_table(table: pa.Table, spec: ModelSpec, configs: list[tuple[str, floa
                  batch_size: int, image_size: int, steps: int = 10, seed: int = 0,
                  device: str = "auto") -> Iterator[dict[str, np.ndarray]]:
     """Stream adversarial rows (see :class:`conceptlens.attacks.Attacker`) of ``table``'s images."""
-    yield from _images_through_actors(table, _AttackActor, (spec, configs, steps, seed, device), pool,
+    yield from _images_through_actors(table, _AttackActor, (spec, configs, steps, seed, device, pool.torch_threads), pool,
                                       batch_size=batch_size, image_size=image_size)
 
 

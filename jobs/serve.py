@@ -1,0 +1,95 @@
+"""conceptlens serve: the runtime filter as an HTTP endpoint on a local Ray Serve, until Ctrl-C.
+
+Serves ``serve.bundle`` (a bundle folder or ``models:/name@alias`` in the run's MLflow registry;
+default: this run's ``monitor/bundle``) on ``serve.host:serve.port`` (127.0.0.1:8000): POST
+``/predict`` with images as multipart ``files`` or JSON ``{"images": [base64, ...]}`` answers per
+image the label, the verdict (accept / likely-misclassified / likely-adversarial), both scores and
+the concepts behind it; ``/classify`` the bare classifier; ``/healthz``; docs at ``/docs``. Set the
+bearer token in the environment variable ``serve.token_env`` (CONCEPTLENS_TOKEN) before starting;
+without it the endpoint is open. For a cluster, deploy serve/config.yaml (``serve deploy``) or
+infra/rayservice.yaml instead.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from conceptlens.cli import parse_config
+from conceptlens.config import Config
+from conceptlens.serve.settings import ServeConfig, serve_settings
+
+
+def _parse(argv: Sequence[str] | None) -> Config:
+    """The Config; ``serve.*`` overrides are applied here while the schema has no ``serve`` section yet."""
+    if "serve" in Config.__dataclass_fields__:
+        return parse_config("serve", __doc__, argv)
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours = [a for a in argv if a.startswith("serve.")]
+    cfg = parse_config("serve", __doc__, [a for a in argv if a not in ours])
+    try:
+        cfg.serve = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServeConfig),
+                                                        OmegaConf.from_dotlist([a[len("serve."):] for a in ours])))
+    except OmegaConfBaseException as err:
+        print(f"conceptlens serve: config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return cfg
+
+
+def bundle_uri(cfg: Config) -> str:
+    return serve_settings(cfg).bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")
+
+
+def usage(cfg: Config) -> str:
+    """The URL and a curl example."""
+    s = serve_settings(cfg)
+    url = f"http://{s.host}:{s.port}"
+    auth = f'-H "Authorization: Bearer ${s.token_env}" ' if os.environ.get(s.token_env) else ""
+    return "\n".join([f"serving {bundle_uri(cfg)} at {url}  (docs: {url}/docs)",
+                      f"  curl {auth}-F files=@image.png {url}/predict",
+                      f"  curl {auth}-H 'Content-Type: application/json' "
+                      f"-d '{{\"images\": [\"'$(base64 -w0 image.png)'\"]}}' {url}/predict",
+                      "Ctrl-C stops the server."])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = _parse(argv)
+    s, bundle = serve_settings(cfg), bundle_uri(cfg)
+    if not bundle.startswith(("models:/", "runs:/")) and not (Path(bundle) / "filter.json").is_file():
+        print(f"conceptlens serve: no filter bundle at {bundle}; run `conceptlens monitor` first "
+              f"or set serve.bundle=FOLDER or models:/NAME@ALIAS", file=sys.stderr)
+        return 2
+    if not os.environ.get(s.token_env):
+        print(f"conceptlens serve: warning: {s.token_env} is not set, the endpoint accepts anyone", file=sys.stderr)
+
+    from ray import serve
+
+    from conceptlens.raydata import init_ray
+    from conceptlens.serve.app import build_app
+
+    init_ray(cfg.ray)
+    serve.start(http_options={"host": s.host, "port": s.port})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly under a process manager too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where the shell started us ignoring it
+    try:
+        serve.run(build_app(cfg), name="conceptlens", route_prefix="/")
+        print(usage(cfg), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as err:  # a deployment that fails to start (bad bundle, missing checkpoint)
+        print(f"conceptlens serve: {err}", file=sys.stderr)
+        return 1
+    finally:
+        serve.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
