@@ -5,7 +5,8 @@ classifier's encoder space into the VLM image space on ``analyze.fit_split``, sc
 row against the concept set with Ray Data tasks, and streams the scores into heatmaps of
 ``analyze.splits``. Writes under ``<run>/analyze/``: ``scores.parquet`` (the single-input
 heatmap of every row), ``heatmaps_<source>.parquet``, ``faults.parquet``, ``aligner.npz``,
-``concepts.json`` and ``concepts.npz`` (text embeddings, z-score statistics), ``figures/*.png``, ``summary.json`` and ``metrics.json``.
+``concepts.json`` and ``concepts.npz`` (text embeddings, z-score statistics), ``figures/*.png``,
+``summary.json`` and ``metrics.json``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
 embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
-inputs (`attack`), then calibrate and evaluate the runtime filter and register it (`monitor`). Runs under ``runs/demo/`` unless ``run.name`` says
+inputs (`attack`), then calibrate and evaluate the runtime filter and register it (`monitor`).
+Runs under ``runs/demo/`` unless ``run.name`` says
 otherwise; every step is tracked in the run's MLflow store.
 """
 from __future__ import annotations

@@ -31,7 +31,8 @@ from conceptlens.aligner import Aligner, AlignerFit
 from conceptlens.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
 from conceptlens.scoring import stack, unit
 
-SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis", "cos_correct", "cos_incorrect", "cos_adversarial")
+SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
+           "cos_correct", "cos_incorrect", "cos_adversarial")
 REFERENCES = ("correct", "incorrect", "adversarial")
 HEADS = ("misclassified", "adversarial")
 VERDICTS = ("accept", "likely-misclassified", "likely-adversarial")

@@ -117,6 +117,35 @@ def test_a_killed_run_resumes_without_losing_or_repeating_rows(demo_run, large_d
     assert metrics["shards_this_run"] == shards - len(before)
 
 
+def test_a_killed_model_actor_is_restarted_and_its_batches_retried(demo_run, large_dataset, local_ray):
+    import threading
+
+    import psutil
+
+    out = demo_run / "e4" / "embed" / "embeddings"
+    killed = []
+
+    def kill_an_actor_once_work_started():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            if any(out.glob("part-*.parquet")):
+                for proc in psutil.process_iter(["cmdline"]):
+                    if "MapWorker" in " ".join(proc.info["cmdline"] or []):
+                        proc.kill()
+                        killed.append(proc.pid)
+                        break
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_an_actor_once_work_started)
+    killer.start()
+    job = args(demo_run, large_dataset, "e4", "embed.shard_size=100", "embed.batch_size=20", "embed.actors=1")
+    assert embed.main(job) == 0
+    killer.join()
+    assert killed, "no model actor was running to kill"
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == pq.read_metadata(large_dataset).num_rows
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

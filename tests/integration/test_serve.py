@@ -229,6 +229,22 @@ def test_pixels_are_checked_before_decoding():
     assert err.value.status_code == 413
 
 
+def test_config_files_agree():
+    """serve/config.yaml and the RayService's serveConfigV2 are valid Serve configs of the same application."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from conceptlens.serve.app import USER_CONFIG_KEYS
+
+    local = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    service = yaml.safe_load(yaml.safe_load((REPO / "infra" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"])
+    apps = [ServeDeploySchema.model_validate(c).applications[0] for c in (local, service)]
+    assert apps[0].import_path == apps[1].import_path == "conceptlens.serve.app:app_builder"
+    assert [d.name for d in apps[0].deployments] == [d.name for d in apps[1].deployments] == ["FilterModel", "Ingress"]
+    assert set(apps[0].args["serve"]) == set(apps[1].args["serve"])
+    for app in apps:
+        assert set(app.deployments[0].user_config) == set(USER_CONFIG_KEYS)
+
+
 def test_registry_bundle_and_thresholds_without_restart(served, url, images, run_root, demo_config):
     """serve/config.yaml deployed as `serve deploy` does, the bundle from models:/conceptlens-filter@champion;
     a new user_config changes the verdicts on the same replica."""
@@ -249,7 +265,7 @@ def test_registry_bundle_and_thresholds_without_restart(served, url, images, run
 
     def deploy(threshold: float) -> list[str]:
         model["user_config"]["thresholds"] = {"misclassified": threshold, "adversarial": threshold}
-        _get_global_client().deploy_apps(ServeDeploySchema.parse_obj(config), _blocking=True)
+        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
         deadline = time.time() + 60
         while model_info(app["name"])["thresholds"]["adversarial"] != threshold:
             assert time.time() < deadline, "user_config not applied"
