@@ -9,9 +9,11 @@ scenario sends single-image multipart requests from ``--concurrency`` client thr
   classify, batched     /classify (the bare classifier), one replica, max_batch_size 16
   predict, replica kill /predict, two replicas; one is killed with ray.kill while clients run
 
-and prints a table (p50/p99 latency, throughput, errors, mean batch), what the kill cost, and an
-in-process timing of the model stages per image (no HTTP). Client threads share the machine's cores
-with the server, as a loopback benchmark must.
+and prints a table (p50/p99 latency, successful requests per second, errors, mean model batch, CPU
+milliseconds per request of the model replica, the ingress and the HTTP proxy), what the kill cost
+(the ingress retries a call whose replica died once, so only what that retry misses fails), and an
+in-process timing of the model stages per image (no HTTP, no Ray). Client threads share the
+machine's cores with the server, as a loopback benchmark must.
 
     .venv/bin/python benchmarks/serve_load.py [--config conf/demo.yaml] [--requests 300] [--concurrency 16] [key=value ...]
 """
@@ -84,6 +86,19 @@ def deploy(cfg, settings) -> None:
     serve.run(build_app(cfg), name="bench", route_prefix="/")
 
 
+def server_cpu() -> dict[str, float]:
+    """CPU seconds so far of the Serve processes: model replicas, ingress replicas, HTTP proxy."""
+    import psutil
+
+    out = dict.fromkeys(("model", "ingress", "proxy"), 0.0)
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        for key, marker in (("model", "bench:FilterModel"), ("ingress", "bench:Ingress"), ("proxy", "ProxyActor")):
+            if marker in title and proc.info["cpu_times"]:
+                out[key] += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return out
+
+
 def batch_stats() -> dict:
     from ray import serve
 
@@ -152,10 +167,11 @@ def kill_report(records, wall: float, kill: dict) -> str:
 
     def rate(a: float, b: float) -> float:
         return sum(ok and a <= end < b for _, end, ok in records) / max(b - a, 1e-9)
-    return (f"\nreplica killed at +{killed:.1f} s: {len(failed)} of {len(records)} requests failed ({last}); "
-            f"a replacement replica served {replaced - killed:.1f} s after the kill\n"
+    after = f", {rate(replaced, wall):.1f} after the replacement" if replaced < wall else ""
+    return (f"\nreplica killed at +{killed:.1f} s of {wall:.0f} s: {len(failed)} of {len(records)} requests failed "
+            f"({last}); a replacement replica served {replaced - killed:.1f} s after the kill\n"
             f"successful req/s: {rate(0, killed):.1f} before, {rate(killed, min(replaced, wall)):.1f} on one "
-            f"replica, {rate(replaced, wall):.1f} after the replacement")
+            f"replica{after}")
 
 
 def row(name: str, replicas: int, max_batch: int, conc: int, records, wall: float, batches: dict | None) -> str:
@@ -172,7 +188,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per scenario")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads")
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds per scenario at most")
-    parser.add_argument("--kill-seconds", type=float, default=16.0, help="length of the replica-kill scenario")
+    parser.add_argument("--kill-seconds", type=float, default=30.0, help="length of the replica-kill scenario")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. run.root=/tmp/rs")
     args = parser.parse_args()
 
@@ -180,7 +196,7 @@ def main() -> None:
     from ray import serve
 
     from conceptlens.config import load_config
-    from conceptlens.serve.settings import ServeConfig
+    from conceptlens.config import ServeConfig
 
     cfg = load_config(args.config or ["conf/demo.yaml"], args.overrides + ["run.device=cpu"])
     cfg.serve = ServeConfig()
@@ -202,26 +218,29 @@ def main() -> None:
                               ("classify, batched", "classify", 16)):
         deploy(cfg, ServeConfig(**one, max_batch_size=batch))
         load(f"{url}/{path}", images, 2 * conc, conc, cap)  # warm-up: first batches, connection pools
-        before = batch_stats()
+        before, cpu = batch_stats(), server_cpu()
         records, wall = load(f"{url}/{path}", images, n, conc, cap)
-        after = batch_stats()
+        after, cpu_after = batch_stats(), server_cpu()
+        ok = max(sum(good for _, _, good in records), 1)
         lines.append(row(name, 1, batch, conc, records, wall,
-                         {k: after[k] - before[k] for k in ("calls", "images")}))
+                         {k: after[k] - before[k] for k in ("calls", "images")})
+                     + "".join(f"{(cpu_after[k] - cpu[k]) / ok * 1000:>7.1f}" for k in cpu))
         print(lines[-1], flush=True)
     deploy(cfg, ServeConfig(min_replicas=2, max_replicas=2, num_cpus=0.5, max_ongoing_requests=32, max_batch_size=16))
     load(f"{url}/predict", images, 2 * conc, conc, cap)
-    # by time, not count: the clients run for --kill-seconds, the kill comes a quarter of the way in
+    # by time, not count: the clients run for --kill-seconds, the kill comes a fifth of the way in
     records, wall = load(f"{url}/predict", images, 10**9, conc, args.kill_seconds,
-                         during=lambda t0: kill_one_replica(t0, args.kill_seconds / 4, kill))
+                         during=lambda t0: kill_one_replica(t0, args.kill_seconds / 5, kill))
     lines.append(row("predict, replica killed", 2, 16, conc, records, wall, None))
     serve.shutdown()
     ray.shutdown()
 
-    print(f"\n{'scenario':<24}{'repl':>4}{'batch':>6}{'conc':>6}{'reqs':>6}{'errors':>7}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'mean b':>7}")
+    print(f"\n{'':<74}{'server CPU ms per request':>25}")
+    print(f"{'scenario':<24}{'repl':>4}{'batch':>6}{'conc':>6}{'reqs':>6}{'errors':>7}"
+          f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'mean b':>7}{'model':>7}{'ingr':>7}{'proxy':>7}")
     print("\n".join(lines))
     print(kill_report(records, wall, kill))
-    print(f"\nin process, batch of 16, one thread, ms per image:")
+    print("\nin process, batch of 16, one thread, ms per image:")
     for stage, ms in stages:
         print(f"  {stage:<30}{ms:>8.2f}")
     clf, full = stages[1][1], stages[2][1] + stages[3][1]

@@ -120,12 +120,19 @@ def monitor(cfg: Config) -> dict:
     spec = model_spec(cfg)
     bundle = filt.save(out / "bundle", metadata={
         "run": cfg.run.name, "image_size": cfg.data.image_size,
-        "classifier": {"arch": spec.classifier_arch, "checkpoint": spec.classifier_checkpoint,
-                       "head": spec.classifier_head, "num_classes": spec.num_classes},
-        "vlm": {"arch": spec.vlm_arch, "pretrained": spec.vlm_pretrained, "model_config": spec.vlm_model_config}})
+        "classifier": {"arch": spec.classifier_arch, "checkpoint": _absolute(spec.classifier_checkpoint),
+                       "weights": spec.classifier_weights, "head": spec.classifier_head,
+                       "num_classes": spec.num_classes},
+        "vlm": {"arch": spec.vlm_arch, "pretrained": _absolute(spec.vlm_pretrained),
+                "model_config": _absolute(spec.vlm_model_config)}})
     metrics["bundle"] = str(bundle.resolve())
     write_metrics(out, metrics)
     return metrics | {"table": table}
+
+
+def _absolute(path: str | None) -> str | None:
+    """Files as absolute paths (the server may start elsewhere); tags such as ``openai`` unchanged."""
+    return str(Path(path).resolve()) if path and Path(path).is_file() else path
 
 
 def report(metrics: dict) -> str:

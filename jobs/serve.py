@@ -20,35 +20,15 @@ from typing import Sequence
 
 from conceptlens.cli import parse_config
 from conceptlens.config import Config
-from conceptlens.serve.settings import ServeConfig, serve_settings
-
-
-def _parse(argv: Sequence[str] | None) -> Config:
-    """The Config; ``serve.*`` overrides are applied here while the schema has no ``serve`` section yet."""
-    if "serve" in Config.__dataclass_fields__:
-        return parse_config("serve", __doc__, argv)
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ours = [a for a in argv if a.startswith("serve.")]
-    cfg = parse_config("serve", __doc__, [a for a in argv if a not in ours])
-    try:
-        cfg.serve = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServeConfig),
-                                                        OmegaConf.from_dotlist([a[len("serve."):] for a in ours])))
-    except OmegaConfBaseException as err:
-        print(f"conceptlens serve: config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    return cfg
 
 
 def bundle_uri(cfg: Config) -> str:
-    return serve_settings(cfg).bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")
+    return cfg.serve.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")
 
 
 def usage(cfg: Config) -> str:
     """The URL and a curl example."""
-    s = serve_settings(cfg)
+    s = cfg.serve
     url = f"http://{s.host}:{s.port}"
     auth = f'-H "Authorization: Bearer ${s.token_env}" ' if os.environ.get(s.token_env) else ""
     return "\n".join([f"serving {bundle_uri(cfg)} at {url}  (docs: {url}/docs)",
@@ -59,8 +39,8 @@ def usage(cfg: Config) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = _parse(argv)
-    s, bundle = serve_settings(cfg), bundle_uri(cfg)
+    cfg = parse_config("serve", __doc__, argv)
+    s, bundle = cfg.serve, bundle_uri(cfg)
     if not bundle.startswith(("models:/", "runs:/")) and not (Path(bundle) / "filter.json").is_file():
         print(f"conceptlens serve: no filter bundle at {bundle}; run `conceptlens monitor` first "
               f"or set serve.bundle=FOLDER or models:/NAME@ALIAS", file=sys.stderr)

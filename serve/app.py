@@ -44,14 +44,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from pydantic import BaseModel
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conceptlens.registry import load_bundle
 from conceptlens.runtime_filter import HEADS, ConceptFilter
-from conceptlens.serve.settings import ServeConfig, serve_settings
+from conceptlens.config import ServeConfig
 
 logger = logging.getLogger("ray.serve")
 
@@ -123,9 +123,10 @@ def authorize(token: str | None, credentials: HTTPAuthorizationCredentials | Non
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, or 413 as soon as it (or its declared length) exceeds ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise HTTPException(413 if declared.isdigit() else 400,
-                            f"request body over {limit} bytes" if declared.isdigit() else "bad Content-Length")
+    if declared is not None and not declared.isdigit():
+        raise HTTPException(400, "bad Content-Length")
+    if declared is not None and int(declared) > limit:
+        raise HTTPException(413, f"request body over {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -252,7 +253,8 @@ class FilterModel:
                              f"re-run `conceptlens monitor`")
         clf, vlm = meta["classifier"], meta["vlm"]
         spec = ModelSpec(clf["arch"], _local(clf["checkpoint"], base_dir), clf["head"], clf["num_classes"],
-                         vlm["arch"], _local(vlm["pretrained"], base_dir), _local(vlm["model_config"], base_dir))
+                         vlm["arch"], _local(vlm["pretrained"], base_dir), _local(vlm["model_config"], base_dir),
+                         clf.get("weights"))
         self.embedder = Embedder(spec, device)
         self.image_size, self.bundle = int(meta["image_size"]), bundle
         self.thresholds, self.top = {}, 3
@@ -338,6 +340,11 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
     return JSONResponse({"error": str(err.errors())[:500]}, status_code=422)
 
 
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
@@ -355,14 +362,25 @@ class Ingress:
         authorize(self.token, credentials)
         body = await read_body(request, self.limits["max_request_bytes"])
         if self.image_size is None:
-            self.image_size = (await self.model.info.remote())["image_size"]
+            try:
+                self.image_size = (await self.model.info.remote())["image_size"]
+            except Exception:
+                raise HTTPException(503, "the model is not ready; retry") from None
         return await asyncio.to_thread(_decode_all, body, request.headers.get("content-type", ""),
                                        self.image_size, self.limits)
+
+    @staticmethod
+    async def _call(method, image: np.ndarray) -> dict:
+        try:
+            return await method.remote(image)
+        except RayActorError:  # the replica died mid-call; answers are pure, so one retry elsewhere is safe
+            logger.warning("conceptlens: a model replica died during a call; retrying once")
+            return await method.remote(image)
 
     async def _ask(self, method: str, images: list[tuple[str, np.ndarray]]) -> list[dict]:
         call = getattr(self.model, method)
         try:
-            answers = await asyncio.gather(*(call.remote(image) for _, image in images))
+            answers = await asyncio.gather(*(self._call(call, image) for _, image in images))
         except RayTaskError:  # the model raised: a bug or a bundle that does not fit the code
             logger.exception("conceptlens: the model failed")
             raise HTTPException(500, "internal error in the model") from None
@@ -403,7 +421,7 @@ def build_app(cfg) -> Application:
     paths in the bundle are resolved against the current folder."""
     from conceptlens.tracking import tracking_uri
 
-    s = serve_settings(cfg)
+    s = cfg.serve
     bundle = s.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")
     registry = bundle.startswith(("models:/", "runs:/"))
     bundle = bundle if registry else str(Path(bundle).resolve())
@@ -429,6 +447,6 @@ def app_builder(args: dict) -> Application:
     from conceptlens.config import load_config
 
     cfg = load_config(list(args.get("config", [])), list(args.get("overrides", [])))
-    merged = OmegaConf.merge(OmegaConf.structured(serve_settings(cfg)), dict(args.get("serve") or {}))
+    merged = OmegaConf.merge(OmegaConf.structured(cfg.serve), dict(args.get("serve") or {}))
     cfg.serve = OmegaConf.to_object(merged)
     return build_app(cfg)

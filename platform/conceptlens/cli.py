@@ -19,6 +19,7 @@ COMMANDS = {
     "analyze": ("conceptlens.jobs.analyze", "semantic and differential heatmaps, encoder-vs-head fault localisation"),
     "attack": ("conceptlens.jobs.attack", "adversarial inputs (FGSM, PGD, APGD) on the held-out splits, embedded"),
     "monitor": ("conceptlens.jobs.monitor", "calibrate the runtime filter, compare it with baselines, register it"),
+    "serve": ("conceptlens.jobs.serve", "the runtime filter as an HTTP endpoint on a local Ray Serve (Ctrl-C stops)"),
     "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
 }
 

@@ -155,6 +155,28 @@ class MonitorConfig:
 
 
 @dataclass
+class ServeConfig:
+    bundle: Optional[str] = None  # a bundle folder or models:/name@alias; None = <run.root>/<run.name>/monitor/bundle
+    host: str = "127.0.0.1"  # HTTP bind address of `conceptlens serve` (0.0.0.0 only behind auth and a proxy)
+    port: int = 8000
+    min_replicas: int = 1  # model replicas, autoscaled between min and max
+    max_replicas: int = 2
+    target_ongoing_requests: float = 8.0  # per model replica; the autoscaler adds replicas above it
+    max_ongoing_requests: int = 32  # per model replica; caps the batch size, so keep it >= max_batch_size
+    max_batch_size: int = 16  # images per model call (dynamic batching across requests)
+    batch_wait_timeout_s: float = 0.01  # how long a partial batch waits for more images
+    num_cpus: float = 1.0  # per model replica
+    num_gpus: float = 0.0  # per model replica; 1 (or a fraction) on a GPU cluster
+    max_request_bytes: int = 10 * 2**20  # larger bodies get 413
+    max_image_pixels: int = 4096 * 4096  # width x height read from the header, before decoding; larger get 413
+    max_images: int = 64  # images per request
+    token_env: str = "CONCEPTLENS_TOKEN"  # env var holding the bearer token; unset = no auth (a warning is logged)
+    thresholds: Dict[str, float] = field(default_factory=dict)  # misclassified / adversarial; {} = the bundle's
+    top_concepts: int = 3  # concepts named per answer
+
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -167,6 +189,7 @@ class Config:
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

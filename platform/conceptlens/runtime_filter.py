@@ -190,6 +190,9 @@ class ConceptFilter:
         if not (folder / "filter.json").is_file():
             raise FileNotFoundError(f"no filter bundle (filter.json, filter.npz) in {folder}")
         info = json.loads((folder / "filter.json").read_text())
+        if info.get("signals") != list(SIGNALS):
+            raise ValueError(f"the filter bundle in {folder} was made with signals {info.get('signals')}, this "
+                             f"version uses {list(SIGNALS)}: re-run `conceptlens monitor` to rebuild it")
         a = np.load(folder / "filter.npz")
         sources = ("aligned", "vlm")
         return cls(Aligner(a["W"], a["b"], info["aligner_r2"]), a["concepts"], a["classes"],

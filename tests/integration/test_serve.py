@@ -26,7 +26,7 @@ import yaml
 from PIL import Image
 
 from conceptlens.serve.app import decode_upload, judge
-from conceptlens.serve.settings import ServeConfig
+from conceptlens.config import ServeConfig
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,10 @@ APP = "conceptlens"
 
 
 @pytest.fixture(scope="module")
-def run_root() -> Path:  # DEV-ONLY
-    return Path("/tmp/rs")
+def run_root(demo_run, demo_done) -> Path:
+    code, out = demo_done
+    assert code == 0, out[-3000:]
+    return Path(demo_run)
 
 
 @pytest.fixture(scope="module")
