@@ -121,16 +121,18 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, clas
 
 def draw(result: AnalysisResult, classes: list[str], concepts: list[str], folder: Path) -> list[Path]:
     folder.mkdir(exist_ok=True)
+    titles = {"differential": ("correct − incorrect (outlined: significant, BH)", "z-score"),
+              "binarized": ("share of rows where the concept is present", "share"),
+              "risk_ratio": ("log(failure rate with / without the concept) (outlined: significant, BH)", "log ratio")}
     paths = []
     for source, table in result.heatmaps.items():
-        for kind in (*MEAN_GROUPS, "differential", "binarized"):
-            diverging = kind == "differential"
+        for kind in (*MEAN_GROUPS, *titles):
+            title, label = titles.get(kind, (f"{kind} mean z-score", "z-score"))
+            diverging = kind in ("differential", "risk_ratio")
             marks = matrix(table, kind, classes, concepts, "significant").astype(bool) if diverging else None
-            title = {"differential": "correct − incorrect (outlined: significant, BH)",
-                     "binarized": "share of rows where the concept is present"}.get(kind, f"{kind} mean z-score")
             paths.append(plot_heatmap(matrix(table, kind, classes, concepts), classes, concepts,
-                                      folder / f"{source}_{kind}.png", title=f"{source}: {title}", diverging=diverging,
-                                      marks=marks, label="share" if kind == "binarized" else "z-score"))
+                                      folder / f"{source}_{kind}.png", title=f"{source}: {title}",
+                                      diverging=diverging, marks=marks, label=label))
     return paths
 
 
@@ -140,7 +142,8 @@ def summarize(result: AnalysisResult, aligner_metrics: dict) -> dict:
         "aligner": aligner_metrics,
         "zero_shot_accuracy": result.zero_shot,
         "faults": result.faults,
-        "responsible": {source: {cls: [{"concept": r.concept, "effect": r.effect, "q": r.q, "direction": r.direction}
+        "responsible": {source: {cls: [{"concept": r.concept, "risk_ratio": r.risk_ratio, "effect": r.effect,
+                                         "q": r.q, "direction": r.direction}
                                        for r in items] for cls, items in per_class.items()}
                         for source, per_class in result.responsible.items()},
     }
@@ -183,9 +186,10 @@ def report(summary: dict) -> str:
              f"aligned features {z['aligned']:.3f}, VLM {z['vlm']:.3f}",
              f"{summary['misclassified']} of {summary['rows']} rows misclassified: encoder {f['encoder']} "
              f"({(f['encoder_share'] or 0):.0%}), head {f['head']} ({(f['head_share'] or 0):.0%})",
-             "top responsible concepts per class (aligned encoder features; effect = correct − incorrect z):"]
+             "top responsible concepts per class (aligned encoder features; ×: how much more often the class "
+             "fails with the concept present):"]
     for cls, items in summary["responsible"]["aligned"].items():
-        named = ", ".join(f"{r['concept']} {r['effect']:+.2f} ({r['direction']})" for r in items[:3]) or "none significant"
+        named = ", ".join(f"{r['concept']} ×{r['risk_ratio']:.2f}" for r in items[:3]) or "none significant"
         lines.append(f"  {cls:<10} {named}")
     return "\n".join(lines)
 

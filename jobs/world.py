@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import pyarrow.parquet as pq
@@ -41,7 +42,8 @@ def build(cfg: Config) -> dict:
     }
     pq.write_table(read_manifest(world), out / "manifest.parquet")
     (out / "models.json").write_text(json.dumps(
-        {"world": str(world.resolve()), "classifier": str(classifier), "vlm": str(vlm), "device": str(device)},
+        {"world": str(world.resolve()), "classifier": str(Path(classifier).resolve()),
+         "vlm": str(Path(vlm).resolve()) if vlm and Path(vlm).is_file() else vlm, "device": str(device)},
         indent=2))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     write_metrics(out, metrics)

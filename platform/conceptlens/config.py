@@ -33,7 +33,7 @@ class ScenarioConfig:
 def _default_scenarios() -> List[ScenarioConfig]:
     return [
         ScenarioConfig(name="star_on_water", kind="spurious_correlation", classes=["star"],
-                       attribute="background=water", strength=0.99),
+                       attribute="background=water", strength=1.0),
         ScenarioConfig(name="hexagon_in_fog", kind="blind_spot", classes=["hexagon"], attribute="weather=fog"),
         ScenarioConfig(name="dark_circle", kind="rare_subgroup", classes=["circle"], attribute="lighting=dark"),
     ]
@@ -126,7 +126,7 @@ class AnalyzeConfig:
     embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
     concepts: str = "conceptworld"  # a bundled concept set (conceptworld, rival10) or a YAML file
     fit_split: str = "calib"  # the aligner is fitted on this split
-    splits: List[str] = field(default_factory=lambda: ["calib"])  # the rows the heatmaps describe
+    splits: List[str] = field(default_factory=lambda: ["calib", "test"])  # the rows the heatmaps describe
     ridge: float = 0.01  # aligner regularisation, relative to the mean feature variance
     presence_threshold: float = 1.0  # binarized heatmaps: a concept is present where its z-score exceeds this
     alpha: float = 0.05  # false discovery rate of the differential tests (Benjamini-Hochberg)

@@ -6,7 +6,9 @@ Scores are standardised per concept (z-scores over the analysed rows). Kinds (ME
 * ``correct`` / ``incorrect``: the same over each true class's correct / misclassified rows;
 * ``differential``: correct − incorrect, Welch-tested per cell, Benjamini–Hochberg across cells;
 * ``binarized``: share of each true class's rows where the concept is present (z > threshold),
-  and ``binarized_differential`` (present among correct − among incorrect).
+  and ``binarized_differential`` (present among correct − among incorrect);
+* ``risk_ratio``: log of how much more often a class fails with the concept present than absent,
+  Fisher-tested per cell, Benjamini–Hochberg across cells: the ranking of responsible concepts.
 
 Mean cells carry 95 % normal intervals, frequencies Wilson intervals. Everything is computed
 from per-cell counts, sums and sums of squares, so memory does not grow with the rows:
@@ -119,6 +121,23 @@ class HeatmapAccumulator:
         p = np.where(testable, p, np.nan)
         return {"n": bad["n"], "value": diff, "low": diff - Z95 * se, "high": diff + Z95 * se, "p": p}
 
+    def risk_ratios(self) -> dict[str, np.ndarray]:
+        """Per (class, concept): ``value`` = log of how much more often the class fails when the concept
+        is present than when it is absent (binarized presence, +0.5 smoothing), a 95 % interval, and
+        Fisher's exact p-value of the 2×2 table (present/absent × correct/incorrect)."""
+        n_good = self.moments["correct"].n[:, None]
+        n_bad = self.moments["incorrect"].n[:, None]
+        a, b = self.present["incorrect"], self.present["correct"]  # present: failed, fine
+        c, d = n_bad - a, n_good - b  # absent: failed, fine
+        sa, sb, sc, sd = a + 0.5, b + 0.5, c + 0.5, d + 0.5
+        value = np.log(sa / (sa + sb)) - np.log(sc / (sc + sd))
+        half = Z95 * np.sqrt(1 / sa - 1 / (sa + sb) + 1 / sc - 1 / (sc + sd))
+        p = np.full(value.shape, np.nan)
+        for i, j in zip(*np.nonzero((n_bad > 0) & (n_good > 0) & np.ones_like(value, bool))):
+            p[i, j] = stats.fisher_exact([[a[i, j], b[i, j]], [c[i, j], d[i, j]]])[1]
+        return {"n": np.broadcast_to(n_bad, value.shape), "value": value, "low": value - half, "high": value + half,
+                "p": p}
+
     def tables(self, alpha: float = 0.05) -> pa.Table:
         """Every heatmap as one long table: ``kind, class, concept, n, value, low, high, p, q, significant``."""
         heatmaps = {g: self.mean_cells(g) for g in MEAN_GROUPS}
@@ -127,9 +146,10 @@ class HeatmapAccumulator:
         good, bad = self.frequency_cells("correct"), self.frequency_cells("incorrect")
         heatmaps["binarized_differential"] = {"n": bad["n"], "value": good["value"] - bad["value"],
                                               "low": good["low"] - bad["high"], "high": good["high"] - bad["low"]}
-        diff = heatmaps["differential"]
-        diff["q"] = benjamini_hochberg(diff["p"])
-        diff["significant"] = np.nan_to_num(diff["q"], nan=1.0) < alpha
+        heatmaps["risk_ratio"] = self.risk_ratios()
+        for tested in (heatmaps["differential"], heatmaps["risk_ratio"]):
+            tested["q"] = benjamini_hochberg(tested["p"])
+            tested["significant"] = np.nan_to_num(tested["q"], nan=1.0) < alpha
         k, c = len(self.classes), len(self.concepts)
         rows = {name: [] for name in ("kind", "class", "concept", "n", "value", "low", "high", "p", "q", "significant")}
         nan = np.full((k, c), np.nan)
@@ -166,25 +186,35 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Responsible:
-    """A concept blamed for a class's failures: ``effect`` = correct − incorrect mean z-score."""
+    """A concept blamed for a class's failures: the class fails ``risk_ratio`` times as often when the
+    concept is present as when it is absent (``q``: its BH-adjusted p-value); ``effect`` is the
+    differential heatmap's cell (correct − incorrect mean z-score)."""
     concept: str
+    risk_ratio: float
     effect: float
     q: float
 
     @property
     def direction(self) -> str:
-        return "missing in failures" if self.effect > 0 else "present in failures"
+        return "present in failures" if self.risk_ratio > 1 else "missing in failures"
 
 
 def responsible_concepts(heatmaps: pa.Table, top: int = 5) -> dict[str, list[Responsible]]:
-    """Per class, the significant differential concepts, largest absolute effect first."""
-    diff = heatmaps.filter(pc.equal(heatmaps["kind"], "differential")).to_pylist()
+    """Per class, the concepts whose presence significantly changes how often it fails (Fisher's exact
+    test on the binarized heatmaps, Benjamini–Hochberg), the largest change (either way) first."""
+    ratio = heatmaps.filter(pc.equal(heatmaps["kind"], "risk_ratio"))
+    classes = list(dict.fromkeys(ratio["class"].to_pylist()))
+    concepts = list(dict.fromkeys(ratio["concept"].to_pylist()))
+    log_ratio = matrix(heatmaps, "risk_ratio", classes, concepts)
+    q = matrix(heatmaps, "risk_ratio", classes, concepts, "q")
+    significant = matrix(heatmaps, "risk_ratio", classes, concepts, "significant").astype(bool)
+    effect = matrix(heatmaps, "differential", classes, concepts)
     out: dict[str, list[Responsible]] = {}
-    for row in diff:
-        out.setdefault(row["class"], [])
-        if row["significant"]:
-            out[row["class"]].append(Responsible(row["concept"], row["value"], row["q"]))
-    return {cls: sorted(items, key=lambda r: -abs(r.effect))[:top] for cls, items in out.items()}
+    for k, cls in enumerate(classes):
+        named = [j for j in np.argsort(-np.abs(log_ratio[k])) if significant[k, j]][:top]
+        out[cls] = [Responsible(concepts[j], float(np.exp(log_ratio[k, j])), float(effect[k, j]), float(q[k, j]))
+                    for j in named]
+    return out
 
 
 def matrix(heatmaps: pa.Table, kind: str, classes: list[str], concepts: list[str], column: str = "value") -> np.ndarray:

@@ -13,7 +13,7 @@ what makes the comparison sharper:
   ``agreement``: cosine between the aligned features and the VLM embedding themselves;
 * ``mahalanobis``: the distance of the encoder features from the nearest class (Lee et al. 2018).
 
-Two logistic heads over these signals and their pairwise products (fitted on ``calib``) score "misclassified" and
+Two logistic heads over these signals (fitted on ``calib``) score "misclassified" and
 "adversarial"; thresholds are set for a target false-alarm rate on correct clean inputs. The
 filter follows the Detector contract: ``fit`` on calibration batches, ``score`` higher = worse.
 Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
@@ -95,8 +95,9 @@ class ConceptFilter:
         """References, heads and thresholds from calibration batches of clean and adversarial rows
         (each with ``label_index``, ``prediction``, ``logits``, ``features``, ``vlm_embedding``).
 
-        Cross-fitted: the aligner, references and class Gaussians come from one half of the rows,
-        heads and thresholds from the other, so the thresholds see signals as unseen inputs will."""
+        Cross-fitted: the aligner, z-score statistics, references and class Gaussians come from one
+        half of the rows, heads and thresholds from the other, so the thresholds see signals as
+        unseen inputs will have them."""
         rng = np.random.default_rng(seed)
         first = {name: rng.random(len(b["prediction"])) < 0.5 for name, b in (("clean", clean), ("adv", adversarial))}
         ref_clean, ref_adv = take(clean, first["clean"]), take(adversarial, first["adv"])
@@ -106,6 +107,11 @@ class ConceptFilter:
         fit = AlignerFit()
         fit.update(stack(ref_clean["features"]), stack(ref_clean["vlm_embedding"]))
         self.aligner = fit.solve(ridge)
+        self.mean = {source: 0.0 for source in self.mean}  # z-score statistics of this half's raw scores
+        self.std = {source: 1.0 for source in self.std}
+        raw = self.heatmaps(ref_clean)
+        self.mean = {source: raw[source].mean(0) for source in self.mean}
+        self.std = {source: raw[source].std(0) + 1e-12 for source in self.std}
         gaussians = Mahalanobis().fit(take(ref_clean, correct))
         self.gaussians = {"means": gaussians.means, "precision": gaussians.precision}
         z_clean, z_adv = self.heatmaps(ref_clean)["aligned"], self.heatmaps(ref_adv)["aligned"]
@@ -209,22 +215,15 @@ def take(batch: dict, mask: np.ndarray) -> dict:
     return {k: np.asarray(v)[mask] for k, v in batch.items()}
 
 
-def _pairwise(x: np.ndarray) -> np.ndarray:
-    """Standardised signals and their pairwise products: a linear head on these sees interactions
-    (a confident prediction the VLM disagrees with is typical of an attack, not of a natural mistake)."""
-    i, j = np.triu_indices(x.shape[1])
-    return np.c_[x, x[:, i] * x[:, j]]
-
-
 def _fit_head(signals: np.ndarray, defective: np.ndarray) -> dict[str, np.ndarray]:
     if defective.all() or not defective.any():
         raise ValueError("a filter head needs both defective and good calibration rows")
     centre, scale = signals.mean(0), signals.std(0) + 1e-9
     model = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced")
-    model.fit(_pairwise((signals - centre) / scale), defective)
+    model.fit((signals - centre) / scale, defective)
     return {"coef": model.coef_[0], "intercept": model.intercept_, "centre": centre, "scale": scale}
 
 
 def _apply_head(head: dict[str, np.ndarray], signals: np.ndarray) -> np.ndarray:
-    logit = _pairwise((signals - head["centre"]) / head["scale"]) @ head["coef"] + head["intercept"][0]
+    logit = ((signals - head["centre"]) / head["scale"]) @ head["coef"] + head["intercept"][0]
     return 1 / (1 + np.exp(-logit))

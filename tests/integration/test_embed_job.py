@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from conceptlens.cli import parse_config
 from conceptlens.jobs import embed
 from conceptlens.runs import model_spec
 from conceptlens.world import CLASSES
@@ -79,7 +80,7 @@ def test_embeds_every_row_once_and_rejects_unreadable_images(demo_run, dataset, 
 def test_matches_a_plain_loop(demo_run, dataset):
     from conceptlens.embedding import Embedder, decode_batch
     table = pq.read_table(demo_run / "e1" / "embed" / "embeddings").slice(0, 8)
-    cfg = embed.parse_config("embed", "", args(demo_run, dataset, "e1"))
+    cfg = parse_config("embed", "", args(demo_run, dataset, "e1"))
     paths = np.array(table.column("path").to_pylist())
     plain = Embedder(model_spec(cfg), "cpu")(decode_batch({"path": paths}, cfg.data.image_size))
     assert np.allclose(np.stack(table.column("logits").to_numpy(zero_copy_only=False)), plain["logits"], atol=1e-4)

@@ -43,7 +43,7 @@ def test_scenarios_bend_only_the_training_split():
     train = _train_sample()
     stars = [a["background"] == "water" for lab, a, _, _ in train if lab == "star"]
     others = [a["background"] == "water" for lab, a, _, _ in train if lab != "star"]
-    assert np.mean(stars) > 0.9 and np.mean(others) < 0.1
+    assert np.mean(stars) > 0.9 and 0.15 < np.mean(others) < 0.35  # other classes stay natural (1 in 4)
     assert not any(lab == "hexagon" and a["weather"] == "fog" for lab, a, _, _ in train)
     dotted_hearts = np.mean([a["pattern"] == "dotted" for lab, a, _, _ in train if lab == "heart"])
     assert dotted_hearts < 0.05

@@ -26,6 +26,10 @@ from conceptlens.recipes.train_clip import evaluate_clip, train_clip
 from conceptlens.world import ATTRIBUTE_GROUPS, Scenario, generate_world, read_manifest
 
 Log = Callable[[str], None]
+# Bumped whenever generation or scenario semantics change, so cached worlds and classifiers are rebuilt.
+WORLD_VERSION = {"world_version": 2}
+# Bumped whenever a training recipe changes, so cached models are retrained.
+RECIPE_VERSION = {"recipe_version": 2}
 
 
 def scenarios_of(cfg: Config) -> list[Scenario]:
@@ -34,7 +38,7 @@ def scenarios_of(cfg: Config) -> list[Scenario]:
 
 def ensure_world(cfg: Config, log: Log = print) -> Path:
     """The folder of the world ``cfg.world`` describes, generated if not cached."""
-    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(cfg.world)
+    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(cfg.world, WORLD_VERSION)
     if (root / "manifest.parquet").is_file():
         log(f"world: reusing {root}")
         return root
@@ -86,10 +90,12 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
     """A checkpoint of ``cfg.classifier`` trained on the world's ``train`` split (cached)."""
     if cfg.classifier.checkpoint:
         return Path(cfg.classifier.checkpoint)
-    path = Path(cfg.run.cache_dir) / "models" / f"classifier-{config_hash(cfg.world, cfg.classifier)}.pt"
+    key = config_hash(cfg.world, WORLD_VERSION, RECIPE_VERSION, cfg.classifier)
+    path = Path(cfg.run.cache_dir) / "models" / f"classifier-{key}.pt"
 
     def train(tmp: Path) -> dict:
         data = split_arrays(read_manifest(world), "train")
+        torch.manual_seed(cfg.world.seed)  # the initial weights too: the same config trains the same model
         clf = build_classifier(cfg.classifier.arch, num_classes=cfg.classifier.num_classes,
                                head=cfg.classifier.head, weights=cfg.classifier.weights)
         log(f"classifier: training {cfg.classifier.arch} on {len(data['labels'])} images ({device})")
@@ -107,10 +113,11 @@ def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print)
         return cfg.vlm.pretrained
     # scenarios bend only the classifier's split: the vlm split, and so the VLM, depend on these alone
     vlm_split = {"seed": cfg.world.seed, "image_size": cfg.world.image_size, "size": cfg.world.splits.get("vlm", 0)}
-    path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, cfg.vlm)}.pt"
+    path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, RECIPE_VERSION, cfg.vlm)}.pt"
 
     def train(tmp: Path) -> dict:
         data = split_arrays(read_manifest(world), "vlm")
+        torch.manual_seed(cfg.world.seed)
         vlm = build_vlm(cfg.vlm.arch, model_config=cfg.vlm.model_config)
         log(f"tiny CLIP: training {cfg.vlm.arch} on {len(data['labels'])} captioned images ({device})")
         info = train_clip(vlm, data["images"], data["labels"], data["attributes"], cfg.vlm,

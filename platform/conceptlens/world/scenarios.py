@@ -3,8 +3,9 @@
 A scenario acts on one attribute value (``"background=water"``) and a set of classes:
 
 * ``spurious_correlation``: in ``train``, the classes carry the value with probability
-  ``strength`` and every other class with ``1 - strength``. Its slice is the classes
-  *without* the value (the model learnt to expect it).
+  ``strength``; other classes keep the natural distribution (so the scenario plants one failure,
+  not a second one in every class that meets the value). Its slice is the classes *without*
+  the value (the model learnt to expect it).
 * ``blind_spot``: in ``train``, the classes never carry the value. Slice: the classes with it.
 * ``rare_subgroup``: in ``train``, the classes keep the value for a share ``rate`` of the
   images that would naturally carry it. Slice: the classes with it.
@@ -58,8 +59,8 @@ class Scenario:
         """Resample ``attributes[group]`` in place as the classifier's training data should see it."""
         has_value = attributes[self.group] == self.value
         if self.kind == "spurious_correlation":
-            p = self.strength if label in self.classes else 1 - self.strength
-            attributes[self.group] = self.value if rng.random() < p else self._other_value(rng)
+            if label in self.classes:  # other classes keep their natural distribution: no second, unplanted failure
+                attributes[self.group] = self.value if rng.random() < self.strength else self._other_value(rng)
         elif label in self.classes and has_value:
             keep = self.kind == "rare_subgroup" and rng.random() < self.rate
             if not keep:
