@@ -26,14 +26,15 @@ from conceptlens.raydata import embed_table, init_ray
 
 def rates(batches, total: int) -> tuple[float, float]:
     """(end-to-end img/s from the call, steady img/s after the first batch) of an iterator of batches."""
-    start, n, first = time.time(), 0, None
+    start, n, first, count = time.time(), 0, None, 0
     for batch in batches:
-        n += len(batch["id"])
+        n, count = n + len(batch["id"]), count + 1
         if first is None:
             first, after_first = time.time(), n
     assert n == total
     end = time.time()
-    return n / (end - start), (n - after_first) / max(end - first, 1e-9)
+    steady = (n - after_first) / (end - first) if count >= 3 else float("nan")  # too few batches to tell
+    return n / (end - start), steady
 
 
 def plain_loop(paths: list[str], spec: ModelSpec, size: int, batch: int) -> tuple[float, float]:
