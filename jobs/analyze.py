@@ -40,7 +40,7 @@ from conceptlens.world import CLASSES
 
 
 def embeddings_dir(cfg: Config) -> Path:
-    path = Path(cfg.analyze.embeddings) if cfg.analyze.embeddings else command_dir(cfg.run, "embed") / "embeddings"
+    path = Path(cfg.analyze.embeddings or Path(cfg.run.root) / cfg.run.name / "embed" / "embeddings")
     if not any(path.glob("*.parquet")):
         raise FileNotFoundError(f"no embeddings table at {path}; run `conceptlens embed` first "
                                 f"or set analyze.embeddings=FOLDER")

@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 
 from conceptlens.aligner import Aligner, AlignerFit
 from conceptlens.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
-from conceptlens.scoring import stack, unit
+from conceptlens.scoring import source_embeddings, stack, unit
 
 SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
            "cos_correct", "cos_incorrect", "cos_adversarial")
@@ -71,7 +71,7 @@ class ConceptFilter:
     # --- per-input quantities -------------------------------------------------------------
     def heatmaps(self, batch: dict) -> dict[str, np.ndarray]:
         """Single-input heatmaps ``(N, C)`` (z-scores) from the aligned features and from the VLM."""
-        emb = {"aligned": unit(self.aligner(stack(batch["features"]))), "vlm": unit(stack(batch["vlm_embedding"]))}
+        emb = source_embeddings(self.aligner, batch)
         return {s: (e @ self.concepts.T - self.mean[s]) / self.std[s] for s, e in emb.items()} | {
             f"{s}_class_sim": e @ self.classes.T for s, e in emb.items()} | {
             "agreement": (emb["aligned"] * emb["vlm"]).sum(1)}
@@ -107,11 +107,9 @@ class ConceptFilter:
         fit = AlignerFit()
         fit.update(stack(ref_clean["features"]), stack(ref_clean["vlm_embedding"]))
         self.aligner = fit.solve(ridge)
-        self.mean = {source: 0.0 for source in self.mean}  # z-score statistics of this half's raw scores
-        self.std = {source: 1.0 for source in self.std}
-        raw = self.heatmaps(ref_clean)
-        self.mean = {source: raw[source].mean(0) for source in self.mean}
-        self.std = {source: raw[source].std(0) + 1e-12 for source in self.std}
+        raw = {source: e @ self.concepts.T for source, e in source_embeddings(self.aligner, ref_clean).items()}
+        self.mean = {source: r.mean(0) for source, r in raw.items()}  # z-score statistics of this half
+        self.std = {source: r.std(0) + 1e-12 for source, r in raw.items()}
         gaussians = Mahalanobis().fit(take(ref_clean, correct))
         self.gaussians = {"means": gaussians.means, "precision": gaussians.precision}
         z_clean, z_adv = self.heatmaps(ref_clean)["aligned"], self.heatmaps(ref_adv)["aligned"]

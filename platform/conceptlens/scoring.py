@@ -22,6 +22,11 @@ def stack(column) -> np.ndarray:
     return np.asarray(np.stack(list(column)) if getattr(column, "dtype", None) == object else column, np.float32)
 
 
+def source_embeddings(aligner: Aligner, batch: dict) -> dict[str, np.ndarray]:
+    """The unit vectors each source scores, ``(N, E)``: the aligned encoder features and the VLM embedding."""
+    return {"aligned": unit(aligner(stack(batch["features"]))), "vlm": unit(stack(batch["vlm_embedding"]))}
+
+
 class ConceptScorer:
     """Adds ``aligned_scores`` / ``vlm_scores`` ``float32 (N, C)`` and ``aligned_zero_shot`` /
     ``vlm_zero_shot`` ``int64 (N,)`` to a batch with ``features`` ``(N, D)`` and ``vlm_embedding`` ``(N, E)``.
@@ -33,13 +38,9 @@ class ConceptScorer:
         self.aligner = aligner
         self.concepts, self.classes = np.asarray(concepts, np.float32), np.asarray(classes, np.float32)
 
-    def embeddings(self, batch: dict) -> dict[str, np.ndarray]:
-        """The unit vectors each source scores: the aligned encoder features and the VLM embedding."""
-        return {"aligned": unit(self.aligner(stack(batch["features"]))), "vlm": unit(stack(batch["vlm_embedding"]))}
-
     def __call__(self, batch: dict) -> dict:
         out = dict(batch)
-        for source, emb in self.embeddings(batch).items():
+        for source, emb in source_embeddings(self.aligner, batch).items():
             out[f"{source}_scores"] = emb @ self.concepts.T
             out[f"{source}_zero_shot"] = (emb @ self.classes.T).argmax(1).astype(np.int64)
         return out
