@@ -20,8 +20,8 @@ import pyarrow as pa
 import ray
 
 from conceptlens.config import EmbedConfig, RayConfig
-from conceptlens.embedding import Embedder, ModelSpec, decode_batch
-from conceptlens.raydata import embed_table, init_ray
+from conceptlens.models.embedding import Embedder, ModelSpec, decode_batch
+from conceptlens.pipeline.raydata import embed_table, init_ray
 
 
 def rates(batches, total: int) -> tuple[float, float]:

@@ -130,9 +130,9 @@ def in_process(cfg, images: list[bytes], batch: int = 16, rounds: int = 20) -> l
     """ms per image of each model stage at ``batch`` images per call, in this process (no HTTP, no Ray)."""
     import torch
 
-    from conceptlens.embedding import Embedder, ModelSpec
+    from conceptlens.models.embedding import Embedder, ModelSpec
     from conceptlens.serve.app import decode_upload, fetch_bundle, judge
-    from conceptlens.runtime_filter import ConceptFilter
+    from conceptlens.runtime.filter import ConceptFilter
 
     torch.set_num_threads(1)  # as in a replica with one CPU
     folder = fetch_bundle(cfg.serve.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle"))

@@ -22,20 +22,20 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
-from conceptlens.aligner import AlignerFit, HeldOutR2
-from conceptlens.analysis import AnalysisResult, ConceptAnalysis
+from conceptlens.semantic.aligner import AlignerFit, HeldOutR2
+from conceptlens.semantic.analysis import AnalysisResult, ConceptAnalysis
 from conceptlens.cli import run_command
-from conceptlens.concepts import load_concepts
+from conceptlens.models.concepts import load_concepts
 from conceptlens.config import Config
-from conceptlens.embedding import VECTOR_COLUMNS
-from conceptlens.heatmaps import MEAN_GROUPS, matrix
+from conceptlens.models.embedding import VECTOR_COLUMNS
+from conceptlens.semantic.heatmaps import MEAN_GROUPS, matrix
 from conceptlens.models import build_vlm
-from conceptlens.plots import plot_heatmap
-from conceptlens.raydata import init_ray, map_parquet
-from conceptlens.runs import Progress, command_dir, log, model_spec, write_metrics
-from conceptlens.scoring import SOURCES, ConceptScorer
-from conceptlens.shards import batch_to_table, vectors
-from conceptlens.tracking import log_results, mlflow_run
+from conceptlens.report.figures import plot_heatmap
+from conceptlens.pipeline.raydata import init_ray, map_parquet
+from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, write_metrics
+from conceptlens.semantic.scoring import SOURCES, ConceptScorer
+from conceptlens.pipeline.shards import batch_to_table, vectors
+from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
 

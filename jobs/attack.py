@@ -10,6 +10,7 @@ Success rates (share of correctly classified inputs whose prediction flipped) go
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -23,10 +24,11 @@ from PIL import Image
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.jobs.embed import embed_rows, load_input
-from conceptlens.raydata import attack_table, init_ray
-from conceptlens.runs import Progress, command_dir, log, model_spec, write_metrics
-from conceptlens.shards import batch_to_table, write_atomic
-from conceptlens.tracking import log_results, mlflow_run
+from conceptlens.pipeline.raydata import init_ray, map_images
+from conceptlens.runtime import Attacker
+from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, write_metrics
+from conceptlens.pipeline.shards import batch_to_table, write_atomic
+from conceptlens.pipeline.tracking import log_results, mlflow_run
 
 
 def sample(table: pa.Table, splits: list[str], rows_per_split: int, seed: int) -> pa.Table:
@@ -57,9 +59,10 @@ def generate(cfg: Config, out: Path) -> pa.Table:
         f"ε = {', '.join(f'{e:g}' for e in cfg.attack.epsilons)}/255)")
     init_ray(cfg.ray)
     progress, tables = Progress("attack", rows.num_rows * len(configs)), []
-    for batch in attack_table(rows, model_spec(cfg), configs, cfg.embed, batch_size=cfg.attack.batch_size,
-                              image_size=cfg.data.image_size, steps=cfg.attack.steps, seed=cfg.attack.seed,
-                              device=cfg.run.device):
+    attacker = functools.partial(Attacker.for_spec, model_spec(cfg), configs, steps=cfg.attack.steps,
+                                 seed=cfg.attack.seed, device=cfg.run.device)
+    for batch in map_images(rows, attacker, cfg.embed, batch_size=cfg.attack.batch_size,
+                            image_size=cfg.data.image_size):
         names = [f"{i}-{a}-{e:g}" for i, a, e in zip(batch["id"], batch["attack"], batch["epsilon"])]
         paths = [out / "images" / f"{a}-{e:g}" / f"{name}.png" for name, a, e in zip(names, batch["attack"], batch["epsilon"])]
         for path, image in zip(paths, batch.pop("image")):

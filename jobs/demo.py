@@ -15,7 +15,7 @@ from typing import Sequence
 
 from conceptlens.cli import parse_config
 from conceptlens.jobs import analyze, attack, embed, monitor, world
-from conceptlens.tracking import tracking_uri
+from conceptlens.pipeline.tracking import tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:

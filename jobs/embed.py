@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 
 from conceptlens.cli import run_command
 from conceptlens.config import Config
-from conceptlens.datasets import classes_of, read_dataset
-from conceptlens.raydata import embed_table, init_ray
-from conceptlens.runs import Progress, command_dir, log, model_spec, world_dir, write_metrics
-from conceptlens.shards import ShardPlan, batch_to_table, write_atomic
-from conceptlens.tracking import log_results, mlflow_run
+from conceptlens.pipeline.datasets import classes_of, read_dataset
+from conceptlens.pipeline.raydata import embed_table, init_ray
+from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, world_dir, write_metrics
+from conceptlens.pipeline.shards import ShardPlan, batch_to_table, write_atomic
+from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
 

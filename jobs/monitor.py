@@ -21,15 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conceptlens.aligner import Aligner
+from conceptlens.semantic.aligner import Aligner
 from conceptlens.cli import run_command
 from conceptlens.config import Config
-from conceptlens.detectors import BASELINES, KNN, detection_metrics, threshold_at_fpr
-from conceptlens.runs import command_dir, log, model_spec, write_metrics
-from conceptlens.runtime_filter import SIGNALS, ConceptFilter
-from conceptlens.shards import vectors
-from conceptlens.registry import register_bundle
-from conceptlens.tracking import log_results, mlflow_run
+from conceptlens.runtime.detectors import BASELINES, KNN, detection_metrics, threshold_at_fpr
+from conceptlens.pipeline.runs import command_dir, log, model_spec, write_metrics
+from conceptlens.runtime.filter import SIGNALS, ConceptFilter
+from conceptlens.pipeline.shards import vectors
+from conceptlens.pipeline.registry import register_folder
+from conceptlens.runtime.registered import FilterPyfunc
+from conceptlens.pipeline.tracking import log_results, mlflow_run
 
 COLUMNS = ["split", "label_index", "prediction", "logits", "features", "vlm_embedding"]
 
@@ -162,7 +163,8 @@ def run(cfg: Config) -> dict:
         log_results({k: v for k, v in metrics.items() if k != "table"}, out / "metrics.json",
                     out / "evaluation.parquet", out / "bundle")
         if cfg.monitor.model_name:
-            metrics["registered"] = register_bundle(out / "bundle", cfg.monitor.model_name, cfg.monitor.alias)
+            metrics["registered"] = register_folder(out / "bundle", FilterPyfunc(), cfg.monitor.model_name,
+                                                   cfg.monitor.alias)
             log(f"monitor: registered {metrics['registered']}")
     return metrics
 

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ray import serve
 
-    from conceptlens.raydata import init_ray
+    from conceptlens.pipeline.raydata import init_ray
     from conceptlens.serve.app import build_app
 
     init_ray(cfg.ray)

@@ -12,8 +12,8 @@ Two deployments:
   images (pixel count checked from the header before decoding); every bad input is a 4xx with
   ``{"error": ...}``. It sends each decoded ``uint8 (S, S, 3)`` image to the model on its own, so
   images of concurrent requests share batches.
-* :class:`FilterModel` (CPU or GPU): classifier + VLM (:class:`~conceptlens.embedding.Embedder`)
-  and the :class:`~conceptlens.runtime_filter.ConceptFilter` from a bundle folder or
+* :class:`FilterModel` (CPU or GPU): classifier + VLM (:class:`~conceptlens.models.embedding.Embedder`)
+  and the :class:`~conceptlens.runtime.filter.ConceptFilter` from a bundle folder or
   ``models:/name@alias``; dynamic batching with ``@serve.batch``; thresholds, concepts per answer
   and batching change without restart through ``user_config`` (:meth:`FilterModel.reconfigure`).
 
@@ -49,8 +49,8 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conceptlens.registry import load_bundle
-from conceptlens.runtime_filter import HEADS, ConceptFilter
+from conceptlens.runtime.registered import load_bundle
+from conceptlens.runtime.filter import HEADS, ConceptFilter
 from conceptlens.config import ServeConfig
 
 logger = logging.getLogger("ray.serve")
@@ -188,7 +188,7 @@ def parse_images(body: bytes, content_type: str, max_images: int) -> list[tuple[
 
 
 def decode_upload(data: bytes, size: int, max_pixels: int, name: str = "image") -> np.ndarray:
-    """``uint8 (size, size, 3)`` RGB resized as :func:`conceptlens.embedding.decode_image` does;
+    """``uint8 (size, size, 3)`` RGB resized as :func:`conceptlens.models.embedding.decode_image` does;
     413 when the header announces more than ``max_pixels``, 400 when it is no image or is corrupt."""
     try:
         img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
@@ -243,7 +243,7 @@ class FilterModel:
     ``uint8 (S, S, 3)`` image per call and answer one dict."""
 
     def __init__(self, bundle: str, tracking_uri: Optional[str], device: str, base_dir: str):
-        from conceptlens.embedding import Embedder, ModelSpec
+        from conceptlens.models.embedding import Embedder, ModelSpec
 
         folder = fetch_bundle(bundle, tracking_uri)
         self.filter = load_bundle(str(folder))
@@ -419,7 +419,7 @@ def user_config(settings: ServeConfig) -> dict:
 def build_app(cfg) -> Application:
     """Ingress and model bound from a Config (``cfg.serve``, ``cfg.run``, ``cfg.mlflow``); relative model
     paths in the bundle are resolved against the current folder."""
-    from conceptlens.tracking import tracking_uri
+    from conceptlens.pipeline.tracking import tracking_uri
 
     s = cfg.serve
     bundle = s.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conceptlens.registry import load_bundle
-from conceptlens.runtime_filter import ConceptFilter
+from conceptlens.runtime.registered import load_bundle
+from conceptlens.runtime.filter import ConceptFilter
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import ray
 
 from conceptlens.cli import parse_config
 from conceptlens.jobs import embed
-from conceptlens.runs import model_spec
+from conceptlens.pipeline.runs import model_spec
 from conceptlens.world import CLASSES
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_embeds_every_row_once_and_rejects_unreadable_images(demo_run, dataset, 
 
 
 def test_matches_a_plain_loop(demo_run, dataset):
-    from conceptlens.embedding import Embedder, decode_batch
+    from conceptlens.models.embedding import Embedder, decode_batch
     table = pq.read_table(demo_run / "e1" / "embed" / "embeddings").slice(0, 8)
     cfg = parse_config("embed", "", args(demo_run, dataset, "e1"))
     paths = np.array(table.column("path").to_pylist())

@@ -54,8 +54,8 @@ def images(run_root) -> list[tuple[str, bytes]]:
 @pytest.fixture(scope="module")
 def reference(run_root, images) -> dict:
     """Label, verdict and scores of the images from the Embedder and ConceptFilter in this process."""
-    from conceptlens.embedding import Embedder, ModelSpec
-    from conceptlens.runtime_filter import ConceptFilter
+    from conceptlens.models.embedding import Embedder, ModelSpec
+    from conceptlens.runtime.filter import ConceptFilter
 
     folder = run_root / "demo" / "monitor" / "bundle"
     filt = ConceptFilter.load(folder)

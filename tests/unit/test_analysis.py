@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from conceptlens.aligner import Aligner, AlignerFit, HeldOutR2
-from conceptlens.analysis import ConceptAnalysis
-from conceptlens.concepts import fill, load_concepts
-from conceptlens.heatmaps import HeatmapAccumulator, benjamini_hochberg, matrix, responsible_concepts, wilson
-from conceptlens.localize import localize
-from conceptlens.scoring import ConceptScorer
+from conceptlens.semantic.aligner import Aligner, AlignerFit, HeldOutR2
+from conceptlens.semantic.analysis import ConceptAnalysis
+from conceptlens.models.concepts import fill, load_concepts
+from conceptlens.semantic.heatmaps import HeatmapAccumulator, benjamini_hochberg, matrix, responsible_concepts, wilson
+from conceptlens.semantic.localize import localize
+from conceptlens.semantic.scoring import ConceptScorer
 
 
 def test_streaming_aligner_recovers_an_affine_map_and_its_r2():

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conceptlens.attacks import ATTACKS, attack_images, success_rate
+from conceptlens.runtime.attacks import ATTACKS, attack_images, success_rate
 
 pytest.importorskip("torchattacks")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conceptlens.detectors import (BASELINES, KNN, Detector, Energy, Mahalanobis, MaxSoftmax, detection_metrics,
+from conceptlens.runtime.detectors import (BASELINES, KNN, Detector, Energy, Mahalanobis, MaxSoftmax, detection_metrics,
                                    energy_score, knn_score, mahalanobis_score, msp_score, threshold_at_fpr)
 
 

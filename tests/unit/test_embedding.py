@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conceptlens.datasets import read_dataset
-from conceptlens.embedding import decode_batch, decode_image
-from conceptlens.shards import ShardPlan, batch_to_table, write_atomic
+from conceptlens.pipeline.datasets import read_dataset
+from conceptlens.models.embedding import decode_batch, decode_image
+from conceptlens.pipeline.shards import ShardPlan, batch_to_table, write_atomic
 
 
 @pytest.fixture

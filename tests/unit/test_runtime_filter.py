@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from conceptlens.aligner import Aligner
-from conceptlens.runtime_filter import SIGNALS, ConceptFilter
+from conceptlens.semantic.aligner import Aligner
+from conceptlens.runtime.filter import SIGNALS, ConceptFilter
 
 
 def world(n, seed, adversarial=False):

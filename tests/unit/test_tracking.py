@@ -1,4 +1,4 @@
-from conceptlens.tracking import flatten, numeric_metrics
+from conceptlens.pipeline.tracking import flatten, numeric_metrics
 
 
 def test_flatten_and_numeric_metrics():

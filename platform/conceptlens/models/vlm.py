@@ -111,7 +111,7 @@ def build_vlm(arch: str, *, pretrained: str | os.PathLike | None = None,
     if is_file:
         _load_checkpoint(model, pretrained)
     cfg = model.visual.preprocess_cfg
-    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]  # not a truth column: open_clip's config
     return VLM(model, open_clip.get_tokenizer(arch), size, cfg["mean"], cfg["std"]).eval()
 
 

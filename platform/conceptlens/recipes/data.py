@@ -30,10 +30,3 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
     """Index tensors covering ``range(n)`` in batches, shuffled when a generator is given."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     return order.split(batch_size)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

@@ -60,20 +60,3 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, device: torch.devic
         preds.append(pred.cpu())
         confs.append(conf.cpu())
     return torch.cat(preds).numpy(), torch.cat(confs).numpy()
-
-
-def slice_accuracies(correct: np.ndarray, scenarios: np.ndarray, names: list[str]) -> dict:
-    """Accuracy overall, without any planted slice, and on each slice with its gap to the rest.
-
-    ``correct``: ``bool (N,)``; ``scenarios``: object array of scenario names or ``None``.
-    A slice's gap is ``accuracy(rest) - accuracy(slice)``, where the rest is every image
-    outside all planted slices.
-    """
-    in_none = np.array([s is None for s in scenarios])
-    rest = float(correct[in_none].mean()) if in_none.any() else float("nan")
-    out = {"accuracy": float(correct.mean()), "accuracy_rest": rest, "n": int(len(correct)), "slices": {}}
-    for name in names:
-        mask = scenarios == name
-        acc = float(correct[mask].mean()) if mask.any() else float("nan")
-        out["slices"][name] = {"n": int(mask.sum()), "accuracy": acc, "gap": rest - acc}
-    return out

@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 from conceptlens.config import TrainConfig, VLMConfig
 from conceptlens.recipes.data import minibatches, to_float
@@ -152,29 +151,3 @@ def embed_images(vlm, images: torch.Tensor, *, device: torch.device, batch_size:
     vlm.to(device).eval()
     return torch.cat([vlm.encode_images(to_float(images[idx], device)).cpu()
                       for idx in minibatches(len(images), batch_size)])
-
-
-@torch.no_grad()
-def evaluate_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray], *,
-                  device: torch.device) -> dict:
-    """Zero-shot class accuracy and per-attribute-value retrieval AUROC.
-
-    Retrieval scores an image for a value by the softmax over its group's prompts
-    ("a photo of an object on water" vs "... on grass", ...), which lifts the worst values
-    over raw cosine. ``class_prompt_max_cosine`` near 1 warns that class words collapsed.
-    """
-    emb = embed_images(vlm, images, device=device)
-    class_text = vlm.encode_texts([caption(c, {}, set()) for c in CLASSES]).cpu()
-    zero_shot = (emb @ class_text.T).argmax(1).numpy() == np.asarray(labels)
-    sim = class_text @ class_text.T
-    out = {"zero_shot_accuracy": float(zero_shot.mean()),
-           "class_prompt_max_cosine": float((sim - 2 * torch.eye(len(CLASSES))).max()),
-           "attribute_auroc": {}}
-    for g in ATTRIBUTE_GROUPS:
-        text = vlm.encode_texts([caption(None, {g.name: v}, {g.name}) for v in g.values]).cpu()
-        probs = (100 * emb @ text.T).softmax(-1).numpy()
-        for j, v in enumerate(g.values):
-            truth = np.asarray(attributes[g.name]) == j
-            if 0 < truth.sum() < len(truth):
-                out["attribute_auroc"][f"{g.name}_{v}"] = float(roc_auc_score(truth, probs[:, j]))
-    return out

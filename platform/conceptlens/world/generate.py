@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -98,3 +99,16 @@ def read_manifest(root: str | os.PathLike) -> pa.Table:
     table = pq.read_table(root / MANIFEST)
     paths = pa.array([str(root / p) for p in table.column("path").to_pylist()])
     return table.set_column(table.schema.get_field_index("path"), "path", paths)
+
+
+def split_arrays(manifest: pa.Table, split: str) -> dict:
+    """One split of a world's manifest as arrays: ``paths`` (list), ``labels`` int (N,), ``attributes``
+    {group: value index (N,)} and ``scenarios`` object (N,) (the planted scenario's name or ``None``)."""
+    t = manifest.filter(pc.equal(manifest["split"], split))
+    return {
+        "paths": t.column("path").to_pylist(),
+        "labels": np.asarray(t.column("label_index").to_pylist()),
+        "attributes": {g.name: np.array([g.values.index(v) for v in t.column(g.name).to_pylist()])
+                       for g in ATTRIBUTE_GROUPS},
+        "scenarios": np.array(t.column("scenario").to_pylist(), dtype=object),
+    }

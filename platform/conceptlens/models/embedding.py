@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conceptlens.models import build_classifier, build_vlm
-from conceptlens.recipes.data import resolve_device
+from conceptlens.models.classifier import build_classifier
+from conceptlens.models.vlm import build_vlm
+from conceptlens.models.device import resolve_device
 
 VECTOR_COLUMNS = ("logits", "features", "vlm_embedding")
 
@@ -30,9 +31,9 @@ def decode_image(path: str, size: int) -> tuple[np.ndarray, Optional[str]]:
         return np.zeros((size, size, 3), np.uint8), f"{type(err).__name__}: {err}"[:300]
 
 
-def decode_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+def decode_batch(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.ndarray]:
     """Adds ``image`` ``uint8 (N, size, size, 3)`` and ``error`` (``""`` when the image decoded)."""
-    decoded = [decode_image(p, size) for p in batch["path"]]
+    decoded = [decode_image(p, image_size) for p in batch["path"]]
     batch["image"] = np.stack([d[0] for d in decoded])
     batch["error"] = np.array([d[1] or "" for d in decoded], dtype=object)
     return batch
@@ -50,6 +51,15 @@ class ModelSpec:
     vlm_model_config: Optional[str] = None
     classifier_weights: Optional[str] = None
 
+    def classifier(self):
+        """The classifier this spec names, built (and its checkpoint loaded) on the CPU."""
+        return build_classifier(self.classifier_arch, num_classes=self.num_classes, head=self.classifier_head,
+                                weights=self.classifier_weights, checkpoint=self.classifier_checkpoint)
+
+    def vlm(self):
+        """The VLM this spec names, built on the CPU."""
+        return build_vlm(self.vlm_arch, pretrained=self.vlm_pretrained, model_config=self.vlm_model_config)
+
 
 class Embedder:
     """Classifier and VLM outputs for a batch of decoded images.
@@ -61,11 +71,8 @@ class Embedder:
 
     def __init__(self, spec: ModelSpec, device: str = "auto"):
         self.device = resolve_device(device)
-        self.classifier = build_classifier(spec.classifier_arch, num_classes=spec.num_classes,
-                                           head=spec.classifier_head, weights=spec.classifier_weights,
-                                           checkpoint=spec.classifier_checkpoint).to(self.device).eval()
-        self.vlm = build_vlm(spec.vlm_arch, pretrained=spec.vlm_pretrained,
-                             model_config=spec.vlm_model_config).to(self.device).eval()
+        self.classifier = spec.classifier().to(self.device).eval()
+        self.vlm = spec.vlm().to(self.device).eval()
 
     @torch.no_grad()
     def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:

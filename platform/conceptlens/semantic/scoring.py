@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conceptlens.aligner import Aligner
+from conceptlens.semantic.aligner import Aligner
 
 SOURCES = ("aligned", "vlm")  # where concept scores come from: the classifier's encoder (aligned) or the VLM
 

@@ -18,9 +18,9 @@ from typing import Sequence
 
 import yaml
 
-from conceptlens.models import VLM, ConceptBank
+from conceptlens.models.vlm import VLM, ConceptBank
 
-BUNDLED = Path(__file__).parent
+BUNDLED = Path(__file__).parent / "concept_sets"
 
 
 def article(phrase: str) -> str:

@@ -113,6 +113,14 @@ class Attacker:
         self.classifier, self.configs = classifier.to(device).eval(), list(configs)
         self.steps, self.seed, self.device = steps, seed, torch.device(device)
 
+    @classmethod
+    def for_spec(cls, spec, configs: list[tuple[str, float]], *, steps: int = 10, seed: int = 0,
+                 device: str = "auto") -> "Attacker":
+        """An attacker on the classifier a :class:`conceptlens.models.ModelSpec` names (for a worker to build)."""
+        from conceptlens.models import resolve_device
+
+        return cls(spec.classifier(), configs, steps=steps, seed=seed, device=resolve_device(device))
+
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 

@@ -1,6 +1,6 @@
 """Concept analysis of scored rows: heatmaps from both sources, fault localisation, zero-shot accuracy.
 
-:class:`ConceptAnalysis` consumes batches of scored rows (see :mod:`conceptlens.scoring`) in
+:class:`ConceptAnalysis` consumes batches of scored rows (see :mod:`conceptlens.semantic.scoring`) in
 two streaming passes, so it never holds more than a batch:
 
     analysis = ConceptAnalysis(classes, concepts)
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from conceptlens.heatmaps import HeatmapAccumulator, Responsible, responsible_concepts
-from conceptlens.localize import FaultSummary, localize
-from conceptlens.scoring import SOURCES, stack
+from conceptlens.semantic.heatmaps import HeatmapAccumulator, Responsible, responsible_concepts
+from conceptlens.semantic.localize import FaultSummary, localize
+from conceptlens.semantic.scoring import SOURCES, stack
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ConceptAnalysis:
         self.rows = 0
 
     def update(self, batch: dict) -> dict[str, np.ndarray]:
-        """Pass 1. Returns the batch's fault localisation (see :func:`conceptlens.localize.localize`)."""
+        """Pass 1. Returns the batch's fault localisation (see :func:`conceptlens.semantic.localize.localize`)."""
         labels, predictions = _ints(batch["label_index"]), _ints(batch["prediction"])
         self.rows += len(labels)
         for source, acc in self.heatmaps.items():

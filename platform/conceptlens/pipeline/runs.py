@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conceptlens.config import Config, RunConfig
-from conceptlens.embedding import ModelSpec
+from conceptlens.models.embedding import ModelSpec
 
 
 def command_dir(run: RunConfig, command: str) -> Path:

@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from conceptlens.aligner import Aligner, AlignerFit
-from conceptlens.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
-from conceptlens.scoring import source_embeddings, stack, unit
+from conceptlens.runtime.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
+from conceptlens.semantic import Aligner, AlignerFit, source_embeddings, stack, unit
 
 SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
            "cos_correct", "cos_incorrect", "cos_adversarial")

@@ -1,0 +1,1 @@
+"""Figures, and (coming) the HTML report and the comparison of two runs."""
