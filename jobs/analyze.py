@@ -22,8 +22,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
-from conceptlens.semantic.aligner import AlignerFit, HeldOutR2
+from conceptlens.semantic.aligner import AlignerFit, HeldOutR2, cross_validated_r2
 from conceptlens.semantic.analysis import AnalysisResult, ConceptAnalysis
+from conceptlens.semantic.trust import AbsenceCorrelation, Trust, assess
 from conceptlens.cli import run_command
 from conceptlens.models.concepts import load_concepts
 from conceptlens.config import Config
@@ -32,15 +33,16 @@ from conceptlens.semantic.heatmaps import MEAN_GROUPS, matrix
 from conceptlens.models import build_vlm
 from conceptlens.report.figures import plot_heatmap
 from conceptlens.pipeline.raydata import init_ray, map_parquet
-from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, write_metrics
-from conceptlens.semantic.scoring import SOURCES, ConceptScorer
+from conceptlens.pipeline.runs import (Progress, command_dir, embed_folder, log, model_spec, run_inputs,
+                                       write_metrics)
+from conceptlens.semantic.scoring import SOURCES, ConceptScorer, stack, unit
 from conceptlens.pipeline.shards import batch_to_table, vectors
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
-
+CV_FOLDS = 5  # aligner R² by cross-validation when analyze.fit_split leaves no rows out
 def embeddings_dir(cfg: Config) -> Path:
-    path = Path(cfg.analyze.embeddings or Path(cfg.run.root) / cfg.run.name / "embed" / "embeddings")
+    path = Path(cfg.analyze.embeddings) if cfg.analyze.embeddings else embed_folder(cfg) / "embeddings"
     if not any(path.glob("*.parquet")):
         raise FileNotFoundError(f"no embeddings table at {path}; run `conceptlens embed` first "
                                 f"or set analyze.embeddings=FOLDER")
@@ -56,46 +58,64 @@ def class_names(cfg: Config, embeddings: Path) -> list[str]:
 
 
 def text_embeddings(cfg: Config, classes: list[str]):
-    """The concept set and the ``(C, E)`` concept and ``(K, E)`` class text embeddings."""
+    """The concept set, the ``(C, E)`` concept and ``(K, E)`` class text embeddings and the ``(E,)`` embedding of
+    the set's absence prompt (the trust check's reference)."""
     concepts = load_concepts(cfg.analyze.concepts)
     spec = model_spec(cfg)
     vlm = build_vlm(spec.vlm_arch, pretrained=spec.vlm_pretrained, model_config=spec.vlm_model_config)
     with torch.no_grad():
-        return concepts, concepts.bank(vlm).embeddings.numpy(), concepts.class_bank(vlm, classes).embeddings.numpy()
+        return (concepts, concepts.bank(vlm).embeddings.numpy(), concepts.class_bank(vlm, classes).embeddings.numpy(),
+                concepts.absence_embedding(vlm).numpy())
 
 
 def fit_aligner(cfg: Config, embeddings: Path):
-    """Ridge-fit the aligner on ``fit_split``, streaming; R² on that split and on the other rows."""
+    """Ridge-fit the aligner on ``fit_split``, streaming; R² on that split and on the other rows, or, when
+    ``fit_split`` leaves fewer than 2 other rows, by CV_FOLDS-fold cross-validation on the fit rows
+    (``r2_held_out_method``: ``held_out`` or ``cv5``; folds by row position)."""
     dataset = pads.dataset(embeddings, format="parquet")
     in_fit = pc.field("split") == cfg.analyze.fit_split
-    fit = AlignerFit()
+    folds, seen = [AlignerFit() for _ in range(CV_FOLDS)], 0
     for batch in dataset.to_batches(columns=["features", "vlm_embedding"], filter=in_fit):
-        fit.update(vectors(batch.column("features")), vectors(batch.column("vlm_embedding")))
+        z, e = vectors(batch.column("features")), vectors(batch.column("vlm_embedding"))
+        fold = (seen + np.arange(len(z))) % CV_FOLDS
+        for k, part in enumerate(folds):
+            part.update(z[fold == k], e[fold == k])
+        seen += len(z)
+    fit = sum(folds[1:], folds[0])
     if fit.n == 0:
-        raise ValueError(f"no rows of split {cfg.analyze.fit_split!r} to fit the aligner on (analyze.fit_split)")
+        present = sorted(pc.unique(dataset.to_table(columns=["split"])["split"]).to_pylist())
+        raise ValueError(f"no rows of split {cfg.analyze.fit_split!r} to fit the aligner on (analyze.fit_split); "
+                         f"the embeddings have splits {present}")
     aligner = fit.solve(cfg.analyze.ridge)
     held_out = HeldOutR2(aligner)
     for batch in dataset.to_batches(columns=["features", "vlm_embedding"], filter=~in_fit):
         held_out.update(vectors(batch.column("features")), vectors(batch.column("vlm_embedding")))
-    return aligner, {"fit_rows": fit.n, "r2_fit": aligner.r2, "r2_held_out": held_out.value}
+    if held_out.n >= 2:
+        r2, method = held_out.value, "held_out"
+    else:
+        r2, method = cross_validated_r2(folds, cfg.analyze.ridge), f"cv{CV_FOLDS}"
+    return aligner, {"fit_rows": fit.n, "held_out_rows": held_out.n, "r2_fit": aligner.r2, "r2_held_out": r2,
+                     "r2_held_out_method": method}
 
 
-def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, classes: list[str],
-                      concepts: list[str], out: Path) -> AnalysisResult:
-    """Score every row on Ray Data into ``scores.parquet``; analyse the rows of ``analyze.splits``."""
+def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, absence: np.ndarray, classes: list[str],
+                      concepts: list[str], out: Path) -> tuple[AnalysisResult, Trust]:
+    """Score every row on Ray Data into ``scores.parquet``; analyse the rows of ``analyze.splits`` and check
+    whether the VLM can be trusted on them (:mod:`conceptlens.semantic.trust`; ``absence``: ``(E,)``)."""
     analysis = ConceptAnalysis(classes, concepts, presence_threshold=cfg.analyze.presence_threshold,
                                alpha=cfg.analyze.alpha, top=cfg.analyze.top)
     keep = set(cfg.analyze.splits)
     scores_path, faults_path = out / "scores.parquet", out / "faults.parquet"
     scores_writer = faults_writer = None
     schema = pads.dataset(embeddings, format="parquet").schema
-    progress = Progress("analyze: scored")
+    progress, absence_r = Progress("analyze: scored"), AbsenceCorrelation()
     for batch in map_parquet(str(embeddings), scorer, batch_size=cfg.analyze.batch_size, num_cpus=cfg.analyze.num_cpus):
         table = batch_to_table({k: v for k, v in batch.items() if k not in VECTOR_COLUMNS}, schema)
         scores_writer = scores_writer or pq.ParquetWriter(scores_path, table.schema)
         scores_writer.write_table(table)
         rows = {k: v[np.isin(batch["split"], list(keep))] for k, v in batch.items()}
         faults = analysis.update(rows)
+        absence_r.update(stack(rows["vlm_scores"]), unit(stack(rows["vlm_embedding"])) @ absence)
         if len(faults["index"]):
             picked = {k: rows[k][faults["index"]] for k in ("id", "split", "label_index", "prediction",
                                                             "aligned_zero_shot", "vlm_zero_shot")}
@@ -116,7 +136,10 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, clas
                 batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
         mask = np.isin(rows["split"], list(keep))
         analysis.update_presence({k: v[mask] for k, v in rows.items()})
-    return analysis.result()
+    result = analysis.result()
+    trust = assess(result.zero_shot["vlm"], len(classes), absence_r, concepts, min_skill=cfg.analyze.min_vlm_skill,
+                   max_absence_r=cfg.analyze.max_absence_r)
+    return result, trust
 
 
 def draw(result: AnalysisResult, classes: list[str], concepts: list[str], folder: Path) -> list[Path]:
@@ -136,14 +159,16 @@ def draw(result: AnalysisResult, classes: list[str], concepts: list[str], folder
     return paths
 
 
-def summarize(result: AnalysisResult, aligner_metrics: dict) -> dict:
+def summarize(result: AnalysisResult, aligner_metrics: dict, trust: Trust) -> dict:
+    """Everything ``analyze`` concludes; what the trust check does not back carries ``reliable: false``."""
     return {
         "rows": result.rows, "misclassified": result.misclassified,
         "aligner": aligner_metrics,
         "zero_shot_accuracy": result.zero_shot,
-        "faults": result.faults,
+        "trust": trust.as_dict(),
+        "faults": result.faults | {"reliable": trust.sees_classes},
         "responsible": {source: {cls: [{"concept": r.concept, "risk_ratio": r.risk_ratio, "effect": r.effect,
-                                         "q": r.q, "direction": r.direction}
+                                         "q": r.q, "direction": r.direction, "reliable": trust.reliable(r.concept)}
                                        for r in items] for cls, items in per_class.items()}
                         for source, per_class in result.responsible.items()},
     }
@@ -153,48 +178,64 @@ def analyze(cfg: Config) -> dict:
     out = command_dir(cfg.run, "analyze")
     embeddings = embeddings_dir(cfg)
     classes = class_names(cfg, embeddings)
-    concept_set, concept_emb, class_emb = text_embeddings(cfg, classes)
+    concept_set, concept_emb, class_emb, absence_emb = text_embeddings(cfg, classes)
     log(f"analyze: {len(concept_set.names)} concepts from {concept_set.source}, {len(classes)} classes")
     aligner, aligner_metrics = fit_aligner(cfg, embeddings)
     aligner.save(out / "aligner.npz")
     log(f"analyze: aligner R² {aligner_metrics['r2_fit']:.3f} on {cfg.analyze.fit_split}, "
-        f"{aligner_metrics['r2_held_out']:.3f} held out")
+        f"{aligner_metrics['r2_held_out']:.3f} held out ({aligner_metrics['r2_held_out_method']})")
     init_ray(cfg.ray)
-    result = score_and_analyze(cfg, embeddings, ConceptScorer(aligner, concept_emb, class_emb), classes,
-                               concept_set.names, out)
+    result, trust = score_and_analyze(cfg, embeddings, ConceptScorer(aligner, concept_emb, class_emb), absence_emb,
+                                      classes, concept_set.names, out)
+    for line in trust.warnings():
+        log(f"analyze: warning: {line}")
     for source, table in result.heatmaps.items():
-        pq.write_table(table.append_column("source", pa.array([source] * table.num_rows)),
-                       out / f"heatmaps_{source}.parquet")
+        reliable = [trust.reliable(c) for c in table["concept"].to_pylist()]
+        pq.write_table(table.append_column("source", pa.array([source] * table.num_rows))
+                       .append_column("reliable", pa.array(reliable, pa.bool_())), out / f"heatmaps_{source}.parquet")
     draw(result, classes, concept_set.names, out / "figures")
     (out / "concepts.json").write_text(json.dumps({"classes": classes, "concepts": concept_set.prompts()}, indent=1))
     np.savez(out / "concepts.npz", concepts=concept_emb, classes=class_emb,
              **{f"{source}_{stat}": value for source, pair in result.standardizer.items()
                 for stat, value in zip(("mean", "std"), pair)})
-    summary = summarize(result, aligner_metrics)
+    summary = summarize(result, aligner_metrics, trust)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     metrics = {k: summary[k] for k in ("rows", "misclassified", "aligner", "zero_shot_accuracy")}
     metrics["faults"] = summary["faults"]["overall"]
-    metrics["responsible_top"] = {source: {cls: items[0]["concept"] for cls, items in per_class.items() if items}
+    metrics["trust"] = {k: summary["trust"][k] for k in ("skill", "sees_classes", "unreliable_concepts")}
+    metrics["responsible_top"] = {source: {cls: found[0] for cls, found in findings(per_class).items() if found}
                                   for source, per_class in summary["responsible"].items()}
     write_metrics(out, metrics)
     return summary
 
 
+def findings(per_class: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """The blamed concepts the trust check backs, per class, in rank order."""
+    return {cls: [r["concept"] for r in items if r["reliable"]] for cls, items in per_class.items()}
+
+
 def report(summary: dict) -> str:
     f, a, z = summary["faults"]["overall"], summary["aligner"], summary["zero_shot_accuracy"]
-    lines = [f"aligner R² {a['r2_fit']:.3f} (fit), {a['r2_held_out']:.3f} (held out); zero-shot accuracy: "
-             f"aligned features {z['aligned']:.3f}, VLM {z['vlm']:.3f}",
-             f"{summary['misclassified']} of {summary['rows']} rows misclassified: encoder {f['encoder']} "
-             f"({(f['encoder_share'] or 0):.0%}), head {f['head']} ({(f['head_share'] or 0):.0%})",
-             "top responsible concepts per class (aligned encoder features; ×: how much more often the class "
-             "fails with the concept present):"]
+    lines = [f"warning: {line}" for line in summary["trust"]["warnings"]]
+    lines.append(f"aligner R² {a['r2_fit']:.3f} (fit), {a['r2_held_out']:.3f} ({a['r2_held_out_method']}); "
+                 f"zero-shot accuracy: aligned features {z['aligned']:.3f}, VLM {z['vlm']:.3f}")
+    if not summary["trust"]["sees_classes"]:
+        lines.append(f"{summary['misclassified']} of {summary['rows']} rows misclassified; fault localisation and "
+                     f"blamed concepts are not reported: the VLM does not recognise the classes (summary.json "
+                     f"keeps them, marked unreliable)")
+        return "\n".join(lines)
+    lines += [f"{summary['misclassified']} of {summary['rows']} rows misclassified: encoder {f['encoder']} "
+              f"({(f['encoder_share'] or 0):.0%}), head {f['head']} ({(f['head_share'] or 0):.0%})",
+              "top responsible concepts per class (aligned encoder features; ×: how much more often the class "
+              "fails with the concept present):"]
     for cls, items in summary["responsible"]["aligned"].items():
-        named = ", ".join(f"{r['concept']} ×{r['risk_ratio']:.2f}" for r in items[:3]) or "none significant"
-        lines.append(f"  {cls:<10} {named}")
+        named = [f"{r['concept']} ×{r['risk_ratio']:.2f}" for r in items if r["reliable"]][:3]
+        lines.append(f"  {cls:<10} {', '.join(named) or 'none significant'}")
     return "\n".join(lines)
 
 
 def run(cfg: Config) -> dict:
+    cfg = run_inputs(cfg)  # the models and classes the embeddings were made with
     with mlflow_run(cfg, "analyze"):
         summary = analyze(cfg)
         out = command_dir(cfg.run, "analyze")

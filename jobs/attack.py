@@ -6,11 +6,14 @@ Ray Data actor pool against the classifier. The adversarial images are stored as
 deployed model would receive), listed in ``<run>/attack/adversarial.parquet`` (tagged with
 ``attack``, ``epsilon`` and ``source_id``) and embedded into ``<run>/attack/embeddings/``.
 Success rates (share of correctly classified inputs whose prediction flipped) go to
-``metrics.json`` and MLflow. A re-run reuses the finished images and embedding shards.
+``metrics.json`` and MLflow. A re-run with the same settings reuses the finished images and embedding
+shards; changed settings (attacks, budgets, sample, image size, classifier) recompute them.
 """
 from __future__ import annotations
 
 import functools
+import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,8 +29,8 @@ from conceptlens.config import Config
 from conceptlens.jobs.embed import embed_rows, load_input
 from conceptlens.pipeline.raydata import init_ray, map_images
 from conceptlens.runtime import Attacker
-from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, write_metrics
-from conceptlens.pipeline.shards import batch_to_table, write_atomic
+from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, run_inputs, write_metrics
+from conceptlens.pipeline.shards import batch_to_table, changes, write_atomic
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 
 
@@ -46,12 +49,33 @@ def sample(table: pa.Table, splits: list[str], rows_per_split: int, seed: int) -
     return table.take(pa.array(index))
 
 
+SETTINGS_KEY = b"conceptlens.attack"  # adversarial.parquet's schema metadata: the settings that made it
+
+
+def settings(cfg: Config) -> dict:
+    """What decides the adversarial set: the attack settings, the image size and the classifier (by content)."""
+    a = cfg.attack
+    return {"attack.attacks": list(a.attacks), "attack.epsilons": [float(e) for e in a.epsilons],
+            "attack.steps": a.steps, "attack.splits": list(a.splits), "attack.rows_per_split": a.rows_per_split,
+            "attack.seed": a.seed, "data.image_size": cfg.data.image_size,
+            "classifier": model_spec(cfg).fingerprint()["classifier"]}
+
+
 def generate(cfg: Config, out: Path) -> pa.Table:
-    """Attack the sampled rows; write the PNGs and the manifest ``adversarial.parquet`` (reused if present)."""
-    manifest = out / "adversarial.parquet"
+    """Attack the sampled rows; write the PNGs and the manifest ``adversarial.parquet``, which records the
+    :func:`settings` that made it. A manifest made with the same settings is reused; otherwise it, its
+    images and its embeddings are removed and everything is recomputed."""
+    manifest, wanted = out / "adversarial.parquet", settings(cfg)
     if manifest.is_file():
-        log(f"attack: reusing {manifest}")
-        return pq.read_table(manifest)
+        made_with = json.loads((pq.read_schema(manifest).metadata or {}).get(SETTINGS_KEY, b"{}"))
+        differ = changes(made_with, wanted) if made_with else ["its settings were not recorded"]
+        if not differ:
+            log(f"attack: reusing {manifest}")
+            return pq.read_table(manifest)
+        log(f"attack: {manifest} was made with other settings ({'; '.join(differ)}); recomputing")
+        manifest.unlink()  # first: a half-cleaned folder is never reused
+    for stale in ("embeddings", "rejects", "images"):  # nothing made from another adversarial set survives
+        shutil.rmtree(out / stale, ignore_errors=True)
     source = load_input(cfg)
     rows = sample(source, list(cfg.attack.splits), cfg.attack.rows_per_split, cfg.attack.seed)
     configs = [(a, float(e)) for a in cfg.attack.attacks for e in cfg.attack.epsilons]
@@ -72,7 +96,8 @@ def generate(cfg: Config, out: Path) -> pa.Table:
                   "path": np.array([str(p.resolve()) for p in paths], dtype=object)}
         tables.append(batch_to_table(batch, rows.schema))
         progress.update(len(names))
-    table = pa.concat_tables(tables).replace_schema_metadata(source.schema.metadata)
+    table = pa.concat_tables(tables).replace_schema_metadata(
+        {**(source.schema.metadata or {}), SETTINGS_KEY: json.dumps(wanted).encode()})
     write_atomic(table, manifest)  # last: marks the images complete
     return table
 
@@ -110,6 +135,7 @@ def report(metrics: dict) -> str:
 
 
 def run(cfg: Config) -> dict:
+    cfg = run_inputs(cfg)  # the data and models `embed` used: the attacked rows keep their split and classes
     with mlflow_run(cfg, "attack"):
         metrics = attack(cfg)
         out = command_dir(cfg.run, "attack")

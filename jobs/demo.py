@@ -4,7 +4,8 @@ Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CL
 embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
 inputs (`attack`), then calibrate and evaluate the runtime filter and register it (`monitor`).
 Runs under ``runs/demo/`` unless ``run.name`` says
-otherwise; every step is tracked in the run's MLflow store.
+otherwise; every step is a child of the run's pipeline run in the MLflow store shared by all runs
+under ``run.root`` (``runs/mlflow.db``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Sequence
 
 from conceptlens.cli import parse_config
 from conceptlens.jobs import analyze, attack, embed, monitor, world
-from conceptlens.pipeline.tracking import tracking_uri
+from conceptlens.pipeline.tracking import tracking_uri, ui_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")
     for path in sorted(run.glob("*/*")):
         print(f"  {path}")
-    print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri(cfg)}")
+    print(f"MLflow (run '{cfg.run.name}' and its steps): {ui_command(tracking_uri(cfg))}")
     return 0 if all(world_metrics["checks"].values()) else 1
 
 

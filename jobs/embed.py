@@ -3,14 +3,16 @@
 Reads a manifest or image folder (default: this run's ConceptWorld), decodes images in CPU
 tasks, runs the classifier and the VLM in an actor pool, and writes
 ``<run>/embed/embeddings/part-*.parquet`` (a Parquet dataset) plus ``rejects/`` for images
-that could not be read. A re-run resumes: finished shards are skipped.
+that could not be read. A re-run resumes: finished shards are skipped. Rows without a split get
+``calib`` or ``test`` from a hash of their id (``data.calib_share``). ``<run>/embed/inputs.json``
+records the models and data used; the commands after ``embed`` take them from there.
 """
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,56 +23,64 @@ from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.pipeline.datasets import classes_of, read_dataset
 from conceptlens.pipeline.raydata import embed_table, init_ray
-from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, world_dir, write_metrics
-from conceptlens.pipeline.shards import ShardPlan, batch_to_table, write_atomic
+from conceptlens.pipeline.runs import (Progress, command_dir, log, model_spec, record_inputs, world_dir,
+                                       write_metrics)
+from conceptlens.pipeline.shards import ShardPlan, batch_to_table, made_from, write_atomic
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
 
-def load_input(cfg: Config) -> pa.Table:
-    """The rows to embed: ``data.source``, else this run's ConceptWorld manifest; only ``data.splits``."""
+def input_source(cfg: Config) -> Path:
+    """What ``embed`` reads: ``data.source``, else this run's ConceptWorld manifest."""
     if cfg.data.source:
-        table = read_dataset(cfg.data.source, classes=cfg.data.classes)
-    else:
-        manifest = world_dir(cfg) / "manifest.parquet"
-        if not manifest.is_file():
-            raise ValueError(f"no data.source given and no ConceptWorld manifest at {manifest}; "
-                             f"run `conceptlens world` first or set data.source=PATH")
-        table = read_dataset(manifest, classes=cfg.data.classes or CLASSES)
+        return Path(cfg.data.source)
+    manifest = world_dir(cfg) / "manifest.parquet"
+    if not manifest.is_file():
+        raise ValueError(f"no data.source given and no ConceptWorld manifest at {manifest}; "
+                         f"run `conceptlens world` first or set data.source=PATH")
+    return manifest
+
+
+def load_input(cfg: Config) -> pa.Table:
+    """The rows to embed (:func:`input_source`; rows without a split get one from their id,
+    ``data.calib_share``); only ``data.splits``."""
+    classes = cfg.data.classes or (None if cfg.data.source else CLASSES)
+    table = read_dataset(input_source(cfg), classes=classes, calib_share=cfg.data.calib_share)
     if cfg.data.splits:
+        present = sorted(set(table.column("split").to_pylist()))
         table = table.filter(pc.is_in(table.column("split"), pa.array(cfg.data.splits)))
-    if table.num_rows == 0:
-        raise ValueError(f"no rows to embed (data.splits={cfg.data.splits})")
+        if table.num_rows == 0:
+            raise ValueError(f"no rows of data.splits={cfg.data.splits} to embed; the data has splits {present}")
     return table
 
 
 def embed(cfg: Config) -> dict:
-    """Embed this run's input (see :func:`load_input`) into ``<run>/embed/``."""
-    return embed_rows(cfg, load_input(cfg), command_dir(cfg.run, "embed"))
+    """Embed this run's input (see :func:`load_input`) into ``<run>/embed/`` and record there what it was
+    made from (``inputs.json``, :func:`~conceptlens.pipeline.runs.run_inputs`)."""
+    out, table = command_dir(cfg.run, "embed"), load_input(cfg)
+    metrics = embed_rows(cfg, table, out)
+    record_inputs(out, cfg, model_spec(cfg), input_source(cfg), classes_of(table))
+    return metrics
 
 
 def embed_rows(cfg: Config, table: pa.Table, out: Path, what: str = "embed") -> dict:
     """Embed every pending shard of ``table`` into ``out/embeddings`` (rejects in ``out/rejects``);
-    write and return the metrics of the whole table."""
+    write and return the metrics of the whole table. A folder made from other models, image size or
+    rows is refused (``ValueError``); rows that do not fill the shards exactly raise ``IncompleteShards``."""
     spec = model_spec(cfg)
-    plan = ShardPlan(out / "embeddings", table.column("id").to_pylist(), cfg.embed.shard_size)
+    plan = ShardPlan(out / "embeddings", table.column("id").to_pylist(), cfg.embed.shard_size,
+                     made_from(spec.fingerprint(), cfg.data.image_size, table))
     rejects_dir = out / "rejects"
     rejects_dir.mkdir(exist_ok=True)
     pending = plan.pending()
     log(f"{what}: {table.num_rows} rows in {plan.count} shards, {len(pending)} to do")
-    progress = Progress(what, sum(_size(plan, k) for k in pending))
+    progress = Progress(what, sum(plan.size(k) for k in pending))
     if pending:
         init_ray(cfg.ray)
         todo = pa.concat_tables([table.slice(a, b - a) for a, b in map(plan.rows, pending)])
-        queue, buffered = list(pending), []
-        for batch in embed_table(todo, spec, cfg.embed, image_size=cfg.data.image_size, device=cfg.run.device):
-            buffered.append(batch_to_table(batch, table.schema))
-            while queue and sum(t.num_rows for t in buffered) >= _size(plan, queue[0]):
-                rows = pa.concat_tables(buffered)
-                n = _size(plan, queue[0])
-                _write_shard(plan, rejects_dir, queue.pop(0), rows.slice(0, n))
-                buffered = [rows.slice(n)] if rows.num_rows > n else []
-            progress.update(len(batch["id"]))
+        batches = embed_table(todo, spec, cfg.embed, image_size=cfg.data.image_size, device=cfg.run.device)
+        for shard, rows in plan.assemble(pending, _counted(batches, table.schema, progress)):
+            _write_shard(plan, rejects_dir, shard, rows)
     seconds, done = time.time() - progress.start, progress.done
     rows = pq.read_table(plan.folder, columns=["node_id"]).column("node_id")
     rejects = pads.dataset(rejects_dir, format="parquet").count_rows() if any(rejects_dir.glob("*.parquet")) else 0
@@ -83,9 +93,11 @@ def embed_rows(cfg: Config, table: pa.Table, out: Path, what: str = "embed") -> 
     return metrics
 
 
-def _size(plan: ShardPlan, shard: int) -> int:
-    a, b = plan.rows(shard)
-    return b - a
+def _counted(batches: Iterable[dict], schema: pa.Schema, progress: Progress) -> Iterator[pa.Table]:
+    """The embedded batches as Arrow tables (``schema``'s types), counted into ``progress``."""
+    for batch in batches:
+        yield batch_to_table(batch, schema)
+        progress.update(len(batch["id"]))
 
 
 def _write_shard(plan: ShardPlan, rejects_dir: Path, shard: int, rows: pa.Table) -> None:
@@ -98,7 +110,7 @@ def run(cfg: Config) -> dict:
     with mlflow_run(cfg, "embed"):
         metrics = embed(cfg)
         out = command_dir(cfg.run, "embed")
-        log_results(metrics, out / "metrics.json", out / "rejects",
+        log_results(metrics, out / "metrics.json", out / "inputs.json", out / "rejects",
                     tags={"output": metrics["output"]})
     return metrics
 

@@ -1,13 +1,15 @@
 """conceptlens monitor: calibrate the runtime filter, compare it with standard detectors, register the bundle.
 
-Reads this run's clean embeddings (``embed``), adversarial embeddings (``attack``) and concept
-analysis (``analyze``: aligner, concept embeddings, z-score statistics). Fits the filter and
-the baselines (max softmax, energy, Mahalanobis, k-NN on encoder features) on ``calib``,
-chooses thresholds for ``monitor.fpr`` false alarms, and evaluates everything on ``test``:
-misclassification detection and adversarial detection per attack and ε (AUROC, AUPR, TPR at
-the target FPR), and the accuracy of the inputs the filter accepts. Writes under
-``<run>/monitor/``: ``bundle/`` (the filter), ``evaluation.parquet``, ``metrics.json``; the
-bundle is registered in MLflow as ``monitor.model_name`` with alias ``monitor.alias``.
+Reads this run's clean embeddings (``embed``), adversarial embeddings (``attack``; without them the
+filter detects misclassification only and adversarial detection is off) and concept analysis
+(``analyze``: aligner, concept embeddings, z-score statistics). Fits the filter and the baselines
+(max softmax, energy, Mahalanobis, k-NN on encoder features) on ``calib``, chooses thresholds
+for ``monitor.fpr`` false alarms, and evaluates everything on ``test``: misclassification
+detection and adversarial detection per attack and ε (AUROC, AUPR, TPR at the target FPR), and
+the accuracy of the inputs the filter accepts. Writes under
+``<run>/monitor/``: ``bundle/`` (the filter with copies of the models it judges),
+``evaluation.parquet``, ``metrics.json``; the bundle is registered in MLflow as
+``monitor.model_name`` with alias ``monitor.alias``.
 """
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ from conceptlens.semantic.aligner import Aligner
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.runtime.detectors import BASELINES, KNN, detection_metrics, threshold_at_fpr
-from conceptlens.pipeline.runs import command_dir, log, model_spec, write_metrics
+from conceptlens.pipeline.runs import command_dir, log, model_spec, run_inputs, write_metrics
 from conceptlens.runtime.filter import SIGNALS, ConceptFilter
 from conceptlens.pipeline.shards import vectors
 from conceptlens.pipeline.registry import register_folder
+from conceptlens.runtime.bundle import save_bundle
 from conceptlens.runtime.registered import FilterPyfunc
-from conceptlens.pipeline.tracking import log_results, mlflow_run
+from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
 
 COLUMNS = ["split", "label_index", "prediction", "logits", "features", "vlm_embedding"]
 
@@ -56,14 +59,16 @@ def load_filter(analysis: Path) -> ConceptFilter:
                          list(info["concepts"]), info["classes"])
 
 
-def evaluate(scores: dict[str, dict[str, np.ndarray]], clean: dict, adversarial: dict, fpr: float) -> list[dict]:
+def evaluate(scores: dict[str, dict[str, np.ndarray]], clean: dict, adversarial: dict | None, fpr: float) -> list[dict]:
     """One row per (detector, task): misclassification on clean test rows; adversarial per attack and ε
-    (successful attacks against all clean test rows)."""
+    (successful attacks against all clean test rows), only when there are adversarial rows."""
     rows = []
     wrong = clean["prediction"] != clean["label_index"]
-    fooled = adversarial["prediction"] != adversarial["label_index"]
     for name, s in scores.items():
         rows.append({"detector": name, "task": "misclassified"} | detection_metrics(s["clean_mis"], wrong, fpr))
+        if adversarial is None:
+            continue
+        fooled = adversarial["prediction"] != adversarial["label_index"]
         for attack, eps in sorted(set(zip(adversarial["attack"], adversarial["epsilon"]))):
             m = (adversarial["attack"] == attack) & (adversarial["epsilon"] == eps) & fooled
             both = np.r_[s["clean_adv"], s["adversarial"][m]]
@@ -72,34 +77,54 @@ def evaluate(scores: dict[str, dict[str, np.ndarray]], clean: dict, adversarial:
     return rows
 
 
+def read_adversarial(folder: Path) -> tuple[dict[str, dict] | None, str | None]:
+    """The calib and test rows of ``attack``'s embeddings, or ``None`` and why adversarial detection is off
+    (no attack outputs, or no adversarial calib rows to fit on)."""
+    if not any(folder.glob("*.parquet")):
+        return None, f"no `attack` outputs in {folder} (run `conceptlens attack`, then monitor again, to add it)"
+    rows = {split: read_rows(folder, [split], ["attack", "epsilon"]) for split in ("calib", "test")}
+    if not len(rows["calib"]["prediction"]):
+        return None, f"no adversarial rows of split calib in {folder} (attack.splits)"
+    return rows, None
+
+
 def monitor(cfg: Config) -> dict:
     out = command_dir(cfg.run, "monitor")
     run_dir = Path(cfg.run.root) / cfg.run.name
-    extra = ["attack", "epsilon"]
     clean = {split: read_rows(run_dir / "embed" / "embeddings", [split]) for split in ("calib", "test")}
-    adversarial = {split: read_rows(run_dir / "attack" / "embeddings", [split], extra) for split in ("calib", "test")}
-    log(f"monitor: calib {len(clean['calib']['prediction'])} clean + {len(adversarial['calib']['prediction'])} "
-        f"adversarial rows; test {len(clean['test']['prediction'])} + {len(adversarial['test']['prediction'])}")
-    filt = load_filter(run_dir / "analyze").fit(clean["calib"], adversarial["calib"], fpr=cfg.monitor.fpr,
-                                                    ridge=cfg.analyze.ridge)
+    empty = [split for split, rows in clean.items() if not len(rows["prediction"])]
+    if empty:
+        raise ValueError(f"no rows of split(s) {empty} in {run_dir / 'embed' / 'embeddings'}: monitor calibrates on "
+                         f"calib and evaluates on test (data without splits: keep data.calib_share inside (0, 1))")
+    adversarial, off = read_adversarial(run_dir / "attack" / "embeddings")
+    log(f"monitor: calib {len(clean['calib']['prediction'])} clean + "
+        f"{len(adversarial['calib']['prediction']) if adversarial else 0} adversarial rows; "
+        f"test {len(clean['test']['prediction'])} + {len(adversarial['test']['prediction']) if adversarial else 0}")
+    if off:
+        log(f"monitor: adversarial detection is off: {off}")
+    filt = load_filter(run_dir / "analyze").fit(clean["calib"], adversarial["calib"] if adversarial else None,
+                                                fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge)
 
+    # per detector: "clean_mis" (clean test rows, misclassification score); with attacks also "clean_adv" and
+    # "adversarial" (clean and adversarial test rows, adversarial score)
     scores = {}
-    test_all = {"clean": clean["test"], "adversarial": adversarial["test"]}
+    test_all = {"clean": clean["test"]} | ({"adversarial": adversarial["test"]} if adversarial else {})
     filter_scores = {k: filt.score_all(v) for k, v in test_all.items()}
-    scores["concept filter"] = {"clean_mis": filter_scores["clean"]["misclassified"],
-                                "clean_adv": filter_scores["clean"]["adversarial"],
-                                "adversarial": filter_scores["adversarial"]["adversarial"]}
+    scores["concept filter"] = {"clean_mis": filter_scores["clean"]["misclassified"]}
     signals = {k: dict(zip(SIGNALS, filt.signals(v).T)) for k, v in test_all.items()}
-    heatmap_only = {k: {"mis": s["cos_incorrect"] - s["cos_correct"], "adv": s["cos_adversarial"] - s["cos_correct"]}
-                    for k, s in signals.items()}
-    scores["concept heatmap only"] = {"clean_mis": heatmap_only["clean"]["mis"], "clean_adv": heatmap_only["clean"]["adv"],
-                                      "adversarial": heatmap_only["adversarial"]["adv"]}
+    scores["concept heatmap only"] = {"clean_mis": signals["clean"]["cos_incorrect"] - signals["clean"]["cos_correct"]}
+    if adversarial:
+        scores["concept filter"] |= {"clean_adv": filter_scores["clean"]["adversarial"],
+                                     "adversarial": filter_scores["adversarial"]["adversarial"]}
+        scores["concept heatmap only"] |= {k2: signals[k]["cos_adversarial"] - signals[k]["cos_correct"]
+                                           for k, k2 in (("clean", "clean_adv"), ("adversarial", "adversarial"))}
     calib_wrong = clean["calib"]["prediction"] != clean["calib"]["label_index"]
     for name, cls in BASELINES.items():
         detector = (KNN(cfg.monitor.knn_k) if cls is KNN else cls()).fit(clean["calib"], calib_wrong)
         s = {k: detector.score(v) for k, v in test_all.items()}
-        scores[name] = {"clean_mis": s["clean"], "clean_adv": s["clean"], "adversarial": s["adversarial"]}
-    table = evaluate(scores, clean["test"], adversarial["test"], cfg.monitor.fpr)
+        scores[name] = {"clean_mis": s["clean"]} | (
+            {"clean_adv": s["clean"], "adversarial": s["adversarial"]} if adversarial else {})
+    table = evaluate(scores, clean["test"], adversarial["test"] if adversarial else None, cfg.monitor.fpr)
     pq.write_table(pa.Table.from_pylist(table), out / "evaluation.parquet")
 
     verdicts = filt.verdicts(clean["test"])["verdict"]
@@ -114,26 +139,17 @@ def monitor(cfg: Config) -> dict:
         "accepted": {"share": float(accepted.mean()), "accuracy": float(correct[accepted].mean()),
                      "false_alarm_rate": float((~accepted[correct]).mean())},
         "msp_accepted": {"share": float(msp_accepts.mean()), "accuracy": float(correct[msp_accepts].mean())},
-        "verdicts": {v: int((verdicts == v).sum()) for v in ("accept", "likely-misclassified", "likely-adversarial")},
+        "heads": list(filt.heads),
+        "verdicts": {v: int((verdicts == v).sum()) for v in filt.verdict_names},
         "detection": {f"{r['detector'].replace(' ', '_')}.{r['task']}": {k: r[k] for k in ("auroc", "aupr", "tpr_at_fpr")}
                       for r in table},
     }
-    spec = model_spec(cfg)
-    bundle = filt.save(out / "bundle", metadata={
-        "run": cfg.run.name, "image_size": cfg.data.image_size,
-        "classifier": {"arch": spec.classifier_arch, "checkpoint": _absolute(spec.classifier_checkpoint),
-                       "weights": spec.classifier_weights, "head": spec.classifier_head,
-                       "num_classes": spec.num_classes},
-        "vlm": {"arch": spec.vlm_arch, "pretrained": _absolute(spec.vlm_pretrained),
-                "model_config": _absolute(spec.vlm_model_config)}})
+    bundle = save_bundle(filt, out / "bundle", model_spec(cfg), image_size=cfg.data.image_size, run=cfg.run.name)
     metrics["bundle"] = str(bundle.resolve())
+    if off:
+        metrics["adversarial_detection"] = f"off: {off}"
     write_metrics(out, metrics)
     return metrics | {"table": table}
-
-
-def _absolute(path: str | None) -> str | None:
-    """Files as absolute paths (the server may start elsewhere); tags such as ``openai`` unchanged."""
-    return str(Path(path).resolve()) if path and Path(path).is_file() else path
 
 
 def report(metrics: dict) -> str:
@@ -153,18 +169,22 @@ def report(metrics: dict) -> str:
     lines.append(f"test accuracy {metrics['test_accuracy']:.3f}; the filter accepts {a['share']:.1%} with accuracy "
                  f"{a['accuracy']:.3f} ({a['false_alarm_rate']:.1%} false alarms); MSP at the same FPR accepts "
                  f"{m['share']:.1%} with accuracy {m['accuracy']:.3f}")
+    if "adversarial_detection" in metrics:
+        lines.append(f"adversarial detection {metrics['adversarial_detection']}")
     return "\n".join(lines)
 
 
 def run(cfg: Config) -> dict:
+    cfg = run_inputs(cfg)  # the models and image size the embeddings were made with, for the bundle
     with mlflow_run(cfg, "monitor"):
         metrics = monitor(cfg)
         out = command_dir(cfg.run, "monitor")
+        register = bool(cfg.monitor.model_name)  # a registered bundle is stored once, as the model's files
         log_results({k: v for k, v in metrics.items() if k != "table"}, out / "metrics.json",
-                    out / "evaluation.parquet", out / "bundle")
-        if cfg.monitor.model_name:
+                    out / "evaluation.parquet", *([] if register else [out / "bundle"]))
+        if register:
             metrics["registered"] = register_folder(out / "bundle", FilterPyfunc(), cfg.monitor.model_name,
-                                                   cfg.monitor.alias)
+                                                   cfg.monitor.alias, tags=run_tags(cfg))
             log(f"monitor: registered {metrics['registered']}")
     return metrics
 

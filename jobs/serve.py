@@ -1,7 +1,8 @@
 """conceptlens serve: the runtime filter as an HTTP endpoint on a local Ray Serve, until Ctrl-C.
 
-Serves ``serve.bundle`` (a bundle folder or ``models:/name@alias`` in the run's MLflow registry;
-default: this run's ``monitor/bundle``) on ``serve.host:serve.port`` (127.0.0.1:8000): POST
+Serves ``serve.bundle`` (a bundle folder, or ``models:/name@alias`` in the MLflow registry of
+``mlflow.tracking_uri``, by default the store under ``run.root``, also a copy of it on another
+machine; default: this run's ``monitor/bundle``) on ``serve.host:serve.port`` (127.0.0.1:8000): POST
 ``/predict`` with images as multipart ``files`` or JSON ``{"images": [base64, ...]}`` answers per
 image the label, the verdict (accept / likely-misclassified / likely-adversarial), both scores and
 the concepts behind it; ``/classify`` the bare classifier; ``/healthz``; docs at ``/docs``. Set the
@@ -26,6 +27,28 @@ def bundle_uri(cfg: Config) -> str:
     return cfg.serve.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")
 
 
+def find_bundle(cfg: Config, bundle: str) -> str | None:
+    """Why ``bundle`` cannot be served, in one line, or None; the registry is asked, nothing is downloaded."""
+    from conceptlens.pipeline.registry import artifact_location, is_registry_uri, rebased
+    from conceptlens.pipeline.tracking import old_store_hint, tracking_uri
+
+    if not is_registry_uri(bundle):
+        if (Path(bundle) / "filter.json").is_file():
+            return None
+        return (f"no filter bundle at {bundle}; run `conceptlens monitor` first "
+                f"or set serve.bundle=FOLDER or models:/NAME@ALIAS")
+    from mlflow.exceptions import MlflowException
+
+    store = tracking_uri(cfg)
+    try:
+        rebased(artifact_location(bundle, store), store)
+    except (MlflowException, FileNotFoundError) as err:
+        reason = str(getattr(err, "message", err)).splitlines()[0]
+        hint = old_store_hint(cfg)
+        return f"{bundle} cannot be read from the MLflow store {store}: {reason}" + (f" ({hint})" if hint else "")
+    return None
+
+
 def usage(cfg: Config) -> str:
     """The URL and a curl example."""
     s = cfg.serve
@@ -41,9 +64,9 @@ def usage(cfg: Config) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config("serve", __doc__, argv)
     s, bundle = cfg.serve, bundle_uri(cfg)
-    if not bundle.startswith(("models:/", "runs:/")) and not (Path(bundle) / "filter.json").is_file():
-        print(f"conceptlens serve: no filter bundle at {bundle}; run `conceptlens monitor` first "
-              f"or set serve.bundle=FOLDER or models:/NAME@ALIAS", file=sys.stderr)
+    problem = find_bundle(cfg, bundle)
+    if problem:
+        print(f"conceptlens serve: {problem}", file=sys.stderr)
         return 2
     if not os.environ.get(s.token_env):
         print(f"conceptlens serve: warning: {s.token_env} is not set, the endpoint accepts anyone", file=sys.stderr)

@@ -13,8 +13,8 @@ Two deployments:
   ``{"error": ...}``. It sends each decoded ``uint8 (S, S, 3)`` image to the model on its own, so
   images of concurrent requests share batches.
 * :class:`FilterModel` (CPU or GPU): classifier + VLM (:class:`~conceptlens.models.embedding.Embedder`)
-  and the :class:`~conceptlens.runtime.filter.ConceptFilter` from a bundle folder or
-  ``models:/name@alias``; dynamic batching with ``@serve.batch``; thresholds, concepts per answer
+  and the :class:`~conceptlens.runtime.filter.ConceptFilter`, all from one bundle (a folder or
+  ``models:/name@alias``, which carries the models' files); dynamic batching with ``@serve.batch``; thresholds, concepts per answer
   and batching change without restart through ``user_config`` (:meth:`FilterModel.reconfigure`).
 
 :func:`build_app` binds both from a Config; :func:`app_builder` is the import path of
@@ -49,9 +49,11 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conceptlens.runtime.registered import load_bundle
-from conceptlens.runtime.filter import HEADS, ConceptFilter
 from conceptlens.config import ServeConfig
+from conceptlens.pipeline.registry import is_registry_uri
+from conceptlens.runtime.bundle import bundle_models
+from conceptlens.runtime.filter import HEADS, ConceptFilter
+from conceptlens.runtime.registered import fetch_bundle
 
 logger = logging.getLogger("ray.serve")
 
@@ -63,7 +65,7 @@ USER_CONFIG_KEYS = ("thresholds", "top_concepts", "max_batch_size", "batch_wait_
 # --- the answer ---------------------------------------------------------------------------------
 class Scores(BaseModel):
     misclassified: float
-    adversarial: float
+    adversarial: Optional[float] = None  # absent when the bundle has no adversarial head (monitor ran before attack)
 
 
 class Concept(BaseModel):
@@ -106,7 +108,7 @@ def judge(filt: ConceptFilter, columns: dict, *, thresholds: dict | None = None,
     verdicts = filt.verdicts(columns, thresholds=thresholds)
     why = filt.explain(columns, top=top)
     return [{"label": filt.class_names[int(p)], "confidence": float(c), "verdict": str(verdicts["verdict"][i]),
-             "scores": {h: float(verdicts[h][i]) for h in HEADS}, "concepts": why[i]}
+             "scores": {h: float(verdicts[h][i]) for h in HEADS if h in verdicts}, "concepts": why[i]}
             for i, (p, c) in enumerate(zip(columns["prediction"], columns["confidence"]))]
 
 
@@ -216,47 +218,19 @@ def _decode_all(body: bytes, content_type: str, size: int, limits: dict) -> list
 
 
 # --- the model ------------------------------------------------------------------------------------
-def _local(path: str | None, base_dir: str) -> str | None:
-    """A relative model path from the bundle, resolved against the folder the app was built in."""
-    if path and not os.path.isabs(path) and (Path(base_dir) / path).exists():
-        return str(Path(base_dir) / path)
-    return path
-
-
-def fetch_bundle(uri: str, tracking_uri: str | None = None) -> Path:
-    """A local bundle folder: ``uri`` itself, or the registry model ``models:/name@alias`` downloaded."""
-    if not uri.startswith(("models:/", "runs:/")):
-        return Path(uri)
-    import mlflow
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    found = sorted(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)).rglob("filter.json"))
-    if not found:
-        raise FileNotFoundError(f"{uri} holds no filter bundle (filter.json)")
-    return found[0].parent
-
-
 @serve.deployment
 class FilterModel:
     """Classifier, VLM and runtime filter of one bundle; batched ``predict`` and ``classify`` take one
     ``uint8 (S, S, 3)`` image per call and answer one dict."""
 
-    def __init__(self, bundle: str, tracking_uri: Optional[str], device: str, base_dir: str):
-        from conceptlens.models.embedding import Embedder, ModelSpec
+    def __init__(self, bundle: str, tracking_uri: Optional[str], device: str):
+        from conceptlens.models.embedding import Embedder
 
         folder = fetch_bundle(bundle, tracking_uri)
-        self.filter = load_bundle(str(folder))
-        meta = json.loads((folder / "filter.json").read_text()).get("metadata") or {}
-        if not {"image_size", "classifier", "vlm"} <= set(meta):
-            raise ValueError(f"bundle {bundle} lacks model metadata (image_size, classifier, vlm); "
-                             f"re-run `conceptlens monitor`")
-        clf, vlm = meta["classifier"], meta["vlm"]
-        spec = ModelSpec(clf["arch"], _local(clf["checkpoint"], base_dir), clf["head"], clf["num_classes"],
-                         vlm["arch"], _local(vlm["pretrained"], base_dir), _local(vlm["model_config"], base_dir),
-                         clf.get("weights"))
-        self.embedder = Embedder(spec, device)
-        self.image_size, self.bundle = int(meta["image_size"]), bundle
+        self.filter = ConceptFilter.load(folder)
+        self.spec, self.image_size = bundle_models(folder)  # the models travel inside the bundle
+        self.embedder = Embedder(self.spec, device)
+        self.bundle = bundle
         self.thresholds, self.top = {}, 3
         self.batches = {"calls": 0, "images": 0, "largest": 0}
 
@@ -280,9 +254,10 @@ class FilterModel:
                     self.top)
 
     def info(self) -> dict:
-        """What this replica serves (for handles, not HTTP): bundle, image size, classes, thresholds in
-        force, batch counts and the replica's id."""
+        """What this replica serves (for handles, not HTTP): bundle, image size, classes, the model files
+        it loaded, thresholds in force, batch counts and the replica's id."""
         return {"bundle": self.bundle, "image_size": self.image_size, "classes": self.filter.class_names,
+                "models": {"classifier": self.spec.classifier_checkpoint, "vlm": self.spec.vlm_pretrained},
                 "thresholds": self.filter.thresholds | self.thresholds, "batches": dict(self.batches),
                 "replica": serve.get_replica_context().replica_id.unique_id}
 
@@ -389,7 +364,8 @@ class Ingress:
             raise HTTPException(503, "the model is unavailable; retry") from None
         return [{"name": name} | answer for (name, _), answer in zip(images, answers)]
 
-    @api.post("/predict", response_model=Predictions, responses=ERRORS, openapi_extra=IMAGES_BODY)
+    @api.post("/predict", response_model=Predictions, response_model_exclude_none=True, responses=ERRORS,
+              openapi_extra=IMAGES_BODY)
     async def predict(self, request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)):
         """Label, verdict, scores and concepts per image."""
         return {"predictions": await self._ask("predict", await self._images(request, credentials))}
@@ -417,13 +393,14 @@ def user_config(settings: ServeConfig) -> dict:
 
 
 def build_app(cfg) -> Application:
-    """Ingress and model bound from a Config (``cfg.serve``, ``cfg.run``, ``cfg.mlflow``); relative model
-    paths in the bundle are resolved against the current folder."""
+    """Ingress and model bound from a Config (``cfg.serve``, ``cfg.run``, ``cfg.mlflow``): the bundle is
+    ``serve.bundle`` (a folder, or a registry URI in the store of ``mlflow.tracking_uri``, by default the
+    one under ``run.root``), else the run's ``monitor/bundle``."""
     from conceptlens.pipeline.tracking import tracking_uri
 
     s = cfg.serve
     bundle = s.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle")
-    registry = bundle.startswith(("models:/", "runs:/"))
+    registry = is_registry_uri(bundle)
     bundle = bundle if registry else str(Path(bundle).resolve())
     device = cfg.run.device if cfg.run.device != "auto" else ("cuda" if s.num_gpus > 0 else "cpu")
     scaling = {"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
@@ -431,7 +408,7 @@ def build_app(cfg) -> Application:
     model = FilterModel.options(
         autoscaling_config=scaling, max_ongoing_requests=max(s.max_ongoing_requests, s.max_batch_size),
         ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus}, user_config=user_config(s),
-    ).bind(bundle, tracking_uri(cfg) if registry else None, device, os.getcwd())
+    ).bind(bundle, tracking_uri(cfg) if registry else None, device)
     limits = {k: getattr(s, k) for k in ("max_request_bytes", "max_image_pixels", "max_images", "token_env")}
     # the ingress only awaits the model, so it holds many more requests than a model replica
     ingress_scaling = scaling | {"min_replicas": 1, "target_ongoing_requests": 4 * s.target_ongoing_requests}

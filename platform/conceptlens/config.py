@@ -101,6 +101,7 @@ class DataConfig:
     image_size: int = 48  # images are resized to this square size before the models see them
     classes: Optional[List[str]] = None  # the classifier's output order; None = ConceptWorld's, or sorted labels
     splits: Optional[List[str]] = None  # keep only these splits; None = all
+    calib_share: float = 0.5  # rows without a split: share drawn into calib by a hash of the id, the rest test
 
 
 @dataclass
@@ -131,6 +132,8 @@ class AnalyzeConfig:
     presence_threshold: float = 1.0  # binarized heatmaps: a concept is present where its z-score exceeds this
     alpha: float = 0.05  # false discovery rate of the differential tests (Benjamini-Hochberg)
     top: int = 5  # responsible concepts named per class
+    min_vlm_skill: float = 0.2  # trust check: VLM zero-shot skill over chance, (acc - 1/K) / (1 - 1/K), below = unreliable
+    max_absence_r: float = 0.8  # trust check: a concept whose VLM score correlates this much with the absence prompt's is unreliable
     batch_size: int = 1024
     num_cpus: float = 0.5  # per scoring task
 

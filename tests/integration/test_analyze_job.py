@@ -46,6 +46,17 @@ def test_blame_points_the_right_way(summary, demo_config):
         assert top["direction"] == ("missing in failures" if kind == "spurious_correlation" else "present in failures")
 
 
+def test_the_trust_check_backs_the_demo(summary, demo_config):
+    """The demo's tiny CLIP knows the classes and tells every planted concept apart from its absence, so nothing
+    planted is hidden as unreliable (it may flag concepts it cannot see, e.g. `pattern=plain`)."""
+    trust = summary["trust"]
+    assert trust["sees_classes"] and trust["skill"] > 0.5
+    assert len(trust["unreliable_concepts"]) <= 4
+    for cls, concept, _ in planted(demo_config, ("spurious_correlation", "blind_spot", "rare_subgroup")):
+        assert trust["absence_r"][concept] < trust["max_absence_r"], (concept, trust["absence_r"][concept])
+        assert summary["responsible"]["aligned"][cls][0]["reliable"]
+
+
 def test_aligner_and_localisation_are_reported(summary):
     aligner = summary["aligner"]
     assert aligner["fit_rows"] == 3000 and 0.3 < aligner["r2_held_out"] <= aligner["r2_fit"] + 0.05
@@ -70,7 +81,7 @@ def test_tables_figures_and_mlflow(out, demo_run):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "aligned_differential.png" in figures and "vlm_binarized.png" in figures
     assert all((out / "figures" / f).stat().st_size > 10_000 for f in figures)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_run / 'demo' / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_run / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id],
                               filter_string="tags.command = 'analyze'")
     assert runs and runs[0].data.metrics["aligner.r2_fit"] > 0

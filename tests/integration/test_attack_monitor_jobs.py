@@ -56,7 +56,7 @@ def test_thresholds_hold_the_false_alarm_rate_and_accepted_inputs_are_more_accur
 
 
 def test_the_bundle_is_registered_and_loads_back(run):
-    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{run.parent / 'mlflow.db'}")
     registered = load_bundle("models:/conceptlens-filter@champion")
     local = ConceptFilter.load(run / "monitor" / "bundle")
     assert registered.thresholds == local.thresholds and registered.class_names == local.class_names

@@ -86,6 +86,36 @@ def test_matches_a_plain_loop(demo_run, dataset):
     assert np.allclose(np.stack(table.column("logits").to_numpy(zero_copy_only=False)), plain["logits"], atol=1e-4)
 
 
+def test_another_classifier_under_the_same_run_name_is_refused(demo_run, dataset, local_ray, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    job = args(demo_run, dataset, "e1")
+    assert embed.main(job) == 0  # done by the first test already, else computed now
+    out = demo_run / "e1" / "embed" / "embeddings"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes() if p.suffix == ".json" else None) for p in out.iterdir()}
+    checkpoint = json.loads((demo_run / "demo" / "world" / "models.json").read_text())["classifier"]
+    shutil.copy(checkpoint, tmp_path / "same.pt")  # the same weights elsewhere are the same classifier
+    assert embed.main([*job, f"classifier.checkpoint={tmp_path / 'same.pt'}"]) == 0
+    assert json.loads((out.parent / "metrics.json").read_text())["shards_this_run"] == 0
+    state = torch.load(checkpoint, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] += 0.01
+    torch.save(state, tmp_path / "changed.pt")
+    changed = [*job, f"classifier.checkpoint={tmp_path / 'changed.pt'}"]
+    old, new = (model_spec(parse_config("embed", "", a)).fingerprint()["classifier"] for a in (job, changed))
+    assert old != new
+    capsys.readouterr()
+    assert embed.main(changed) == 2
+    err = capsys.readouterr().err
+    assert f"the classifier changed ({old} → {new})" in err and "use another run.name, or delete" in err
+    assert "the VLM" not in err and "input rows" not in err  # only what differs is named
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes() if p.suffix == ".json" else None) for p in out.iterdir()}
+    assert after == before  # nothing mixed, nothing lost
+
+
 @pytest.fixture(scope="module")
 def large_dataset(demo_run, tmp_path_factory):
     """The whole test split: long enough to kill a run part-way."""

@@ -3,15 +3,16 @@
 One Ray and one Serve for the module. The app from the demo's bundle folder answers like the
 Embedder + ConceptFilter run in this process, rejects bad input with 4xx JSON and keeps serving;
 then serve/config.yaml is deployed (bundle from the MLflow registry) and its thresholds changed
-in place, without a new replica. Batching is checked as plain functions and through the replica's
+in place, without a new replica; last, the registered filter is served from a copy of the MLflow
+store alone, the original run folder taken away. Batching is checked as plain functions and through the replica's
 batch counts (``_local_testing_mode`` cannot run ``@serve.batch``).
 """
 from __future__ import annotations
 
 import base64
 import io
-import json
 import os
+import shutil
 import socket
 import struct
 import time
@@ -52,18 +53,18 @@ def images(run_root) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def reference(run_root, images) -> dict:
-    """Label, verdict and scores of the images from the Embedder and ConceptFilter in this process."""
-    from conceptlens.models.embedding import Embedder, ModelSpec
+def reference(run_root, images, demo_config) -> dict:
+    """Label, verdict and scores of the images from the run's own models (not the bundle's copies) and the
+    bundle's ConceptFilter, in this process."""
+    from conceptlens.config import load_config
+    from conceptlens.models.embedding import Embedder
+    from conceptlens.pipeline.runs import model_spec
     from conceptlens.runtime.filter import ConceptFilter
 
-    folder = run_root / "demo" / "monitor" / "bundle"
-    filt = ConceptFilter.load(folder)
-    meta = json.loads((folder / "filter.json").read_text())["metadata"]
-    clf, vlm = meta["classifier"], meta["vlm"]
-    embedder = Embedder(ModelSpec(clf["arch"], clf["checkpoint"], clf["head"], clf["num_classes"], vlm["arch"],
-                                  vlm["pretrained"], vlm["model_config"]), "cpu")
-    size = meta["image_size"]
+    filt = ConceptFilter.load(run_root / "demo" / "monitor" / "bundle")
+    cfg = load_config([demo_config], [f"run.root={run_root}"])
+    embedder = Embedder(model_spec(cfg), "cpu")
+    size = cfg.data.image_size
     batch = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR))
                       for _, data in images])
     columns = embedder.embed(batch)
@@ -247,29 +248,42 @@ def test_config_files_agree():
         assert set(app.deployments[0].user_config) == set(USER_CONFIG_KEYS)
 
 
-def test_registry_bundle_and_thresholds_without_restart(served, url, images, run_root, demo_config):
-    """serve/config.yaml deployed as `serve deploy` does, the bundle from models:/conceptlens-filter@champion;
-    a new user_config changes the verdicts on the same replica."""
+def serve_config(url: str, demo_config: str, overrides: list[str]) -> dict:
+    """serve/config.yaml as `serve deploy` takes it, on the test's port, one small model replica."""
+    config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1])}
+    app = config["applications"][0]
+    app["args"]["config"] = [demo_config]
+    app["args"]["overrides"] = overrides
+    model = next(d for d in app["deployments"] if d["name"] == "FilterModel")
+    model["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
+    model["ray_actor_options"]["num_cpus"] = 0.5
+    return config
+
+
+def deploy(config: dict) -> None:
+    """What `serve deploy` does (Serve takes config-file apps only once no app is deployed from Python)."""
     from ray import serve
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    serve.delete(APP)  # Serve takes config-file apps only once no app is deployed from Python
-    config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
-    port = int(url.rsplit(":", 1)[1])
-    config["http_options"] = {"host": "127.0.0.1", "port": port}
-    app = config["applications"][0]
-    app["args"]["config"] = [demo_config]
-    app["args"]["overrides"] = [f"run.root={run_root}", "run.device=cpu"]
-    model = next(d for d in app["deployments"] if d["name"] == "FilterModel")
-    model["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
-    model["ray_actor_options"]["num_cpus"] = 0.5
+    apps = _get_global_client().get_serve_details().get("applications", {})
+    if APP in apps and not apps[APP].get("deployed_app_config"):  # the app deployed from Python
+        serve.delete(APP)
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
 
-    def deploy(threshold: float) -> list[str]:
+
+def test_registry_bundle_and_thresholds_without_restart(served, url, images, run_root, demo_config):
+    """serve/config.yaml deployed as `serve deploy` does, the bundle from models:/conceptlens-filter@champion;
+    a new user_config changes the verdicts on the same replica."""
+    config = serve_config(url, demo_config, [f"run.root={run_root}", "run.device=cpu"])
+    model = next(d for d in config["applications"][0]["deployments"] if d["name"] == "FilterModel")
+
+    def verdicts(threshold: float) -> list[str]:
         model["user_config"]["thresholds"] = {"misclassified": threshold, "adversarial": threshold}
-        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+        deploy(config)
         deadline = time.time() + 60
-        while model_info(app["name"])["thresholds"]["adversarial"] != threshold:
+        while model_info()["thresholds"]["adversarial"] != threshold:
             assert time.time() < deadline, "user_config not applied"
             time.sleep(0.5)
         body = {"images": [b64(data) for _, data in images]}
@@ -277,8 +291,44 @@ def test_registry_bundle_and_thresholds_without_restart(served, url, images, run
         assert r.status_code == 200, r.text
         return [a["verdict"] for a in r.json()["predictions"]]
 
-    assert deploy(1.0) == ["accept"] * len(images)
-    before = model_info(app["name"])
+    assert verdicts(1.0) == ["accept"] * len(images)
+    before = model_info()
     assert before["bundle"] == "models:/conceptlens-filter@champion"
-    assert all(v != "accept" for v in deploy(0.0))
-    assert model_info(app["name"])["replica"] == before["replica"]
+    assert all(v != "accept" for v in verdicts(0.0))
+    assert model_info()["replica"] == before["replica"]
+
+
+def test_a_registered_filter_travels_with_a_copy_of_the_store(url, run_root, images, reference, demo_config,
+                                                             tmp_path):
+    """Copy only mlflow.db + mlartifacts of the demo's run root, take the original away, and serve
+    models:/conceptlens-filter@champion from the copy: the answers over HTTP are the in-process ones, and
+    the replica's models are the files inside the copied store."""
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    shutil.copy2(run_root / "mlflow.db", copy)
+    shutil.copytree(run_root / "mlartifacts", copy / "mlartifacts")
+    bundles = [p.parent for p in (copy / "mlartifacts").rglob("filter.json")]
+    assert bundles
+    machine = [str(run_root).encode(), str(REPO).encode()]
+    for path in (p for b in bundles for p in b.rglob("*") if p.is_file()):  # nothing names where it was made
+        data = path.read_bytes()
+        assert not any(m in data for m in machine), path
+    away = run_root.with_name(f"{run_root.name}-away")
+    run_root.rename(away)
+    try:
+        config = serve_config(url, demo_config, [f"run.root={tmp_path / 'no-runs-here'}", "run.device=cpu",
+                                                 f"mlflow.tracking_uri=sqlite:///{copy / 'mlflow.db'}"])
+        deploy(config)
+        deadline = time.time() + 120
+        while not str(model_info()["models"]["classifier"]).startswith(str(copy)):
+            assert time.time() < deadline, "no replica serves the copied store"
+            time.sleep(1)
+        info = model_info()
+        assert info["bundle"] == "models:/conceptlens-filter@champion"
+        assert all(str(p).startswith(str(copy / "mlartifacts")) for p in info["models"].values()), info["models"]
+        body = {"images": [b64(data) for _, data in images]}
+        r = requests.post(f"{url}/predict", json=body, headers=AUTH, timeout=60)
+        assert r.status_code == 200, r.text
+        assert_agrees(r.json()["predictions"], reference, range(len(images)))
+    finally:
+        away.rename(run_root)

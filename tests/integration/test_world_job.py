@@ -55,15 +55,44 @@ def test_demo_reuses_the_cache_and_summarises(demo_done):
     assert "top responsible concepts" in out and "embeddings table: 6000 rows" in out
 
 
-def test_the_run_is_tracked_in_mlflow(run_root):
+def test_the_run_is_tracked_in_mlflow(run_root, demo_done, demo_config):
+    """One store under the run root; the demo is a pipeline run with a child per command (world twice: the
+    `world` fixture, then the demo), all tagged with the world's and the models' hashes."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_root / 'demo' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id])
-    world_runs = [r for r in runs if r.data.tags.get("command") == "world"]
-    assert world_runs
-    data = world_runs[0].data
-    assert data.params["world.scenarios.0.name"] == "star_on_water"
-    assert 0 < data.metrics["classifier.slices.star_on_water.accuracy"] < 1
-    artifacts = {a.path for a in client.list_artifacts(world_runs[0].info.run_id, "world")}
+    from conceptlens.pipeline.runs import model_spec
+
+    assert not (run_root / "demo" / "mlflow.db").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run_root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("conceptlens")
+    runs = client.search_runs([experiment.experiment_id], "tags.`conceptlens.run` = 'demo'",
+                              order_by=["attributes.start_time ASC"])
+    parent = [r for r in runs if r.data.tags["conceptlens.kind"] == "pipeline"]
+    assert len(parent) == 1
+    parent = parent[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    commands = [r.data.tags["command"] for r in children]
+    assert commands[:6] == ["world", "world", "embed", "analyze", "attack", "monitor"]  # then other tests' re-runs
+    assert [r.info.run_name for r in children[:2]] == ["demo/world", "demo/world"]
+
+    cfg = load_config([demo_config], [f"run.root={run_root}"])
+    models = json.loads((run_root / "demo" / "world" / "models.json").read_text())
+    fingerprint = model_spec(cfg).fingerprint()
+    for run in [parent, *children]:
+        tags = run.data.tags
+        assert tags["conceptlens.world_hash"] == models["world"].rsplit("/", 1)[1], run.info.run_name
+        assert tags["conceptlens.classifier_hash"] == fingerprint["classifier"], run.info.run_name
+        assert tags["conceptlens.vlm_hash"] == fingerprint["vlm"], run.info.run_name
+        assert tags["conceptlens.scenarios"] == "star_on_water,hexagon_in_fog,dark_circle", run.info.run_name
+
+    world = children[1]
+    assert world.data.params["world.scenarios.0.name"] == "star_on_water"
+    accuracy = world.data.metrics["classifier.slices.star_on_water.accuracy"]
+    assert 0 < accuracy < 1
+    latest = [r for r in children if r.data.tags["command"] == "world"][-1]  # the parent holds the latest values
+    assert parent.data.metrics["world.classifier.slices.star_on_water.accuracy"] == \
+        latest.data.metrics["classifier.slices.star_on_water.accuracy"]
+    assert set(children[0].data.metrics) == set(children[1].data.metrics)  # stable names across re-runs
+    artifacts = {a.path for a in client.list_artifacts(world.info.run_id, "world")}
     assert {"world/metrics.json", "world/manifest.parquet"} <= artifacts
+    assert experiment.artifact_location == (run_root / "mlartifacts").as_uri()

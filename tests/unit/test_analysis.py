@@ -139,3 +139,10 @@ def test_concept_sets_load_bundled_and_reject_bad_files(tmp_path):
         load_concepts(bad)
     with pytest.raises(ValueError, match="bundled"):
         load_concepts("nonexistent")
+    assert world.absence == "object"
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("concepts: {wet: [wet garment]}\nabsence: garment\n")
+    assert load_concepts(custom).absence == "garment"
+    custom.write_text("concepts: {wet: [wet garment]}\nabsence: ''\n")
+    with pytest.raises(ValueError, match="absence"):
+        load_concepts(custom)

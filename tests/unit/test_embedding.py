@@ -69,3 +69,26 @@ def test_batches_keep_the_input_types_when_a_column_is_all_null():
     for values in (np.array([None, None], dtype=object), np.array([np.nan, np.nan], dtype=np.float32)):
         table = batch_to_table({"scenario": values}, schema)
         assert table.schema.field("scenario").type == pa.string() and table.column(0).null_count == 2
+
+
+def test_a_model_fingerprint_follows_the_weights_not_the_path(tmp_path):
+    import shutil
+
+    import torch
+
+    from conceptlens.models import ModelSpec, build_classifier, save_classifier
+
+    torch.manual_seed(0)
+    save_classifier(build_classifier("resnet18", num_classes=3), tmp_path / "a.pt")
+    shutil.copy(tmp_path / "a.pt", tmp_path / "copy.pt")
+    torch.manual_seed(1)
+    save_classifier(build_classifier("resnet18", num_classes=3), tmp_path / "b.pt")
+
+    def spec(checkpoint, vlm="openai"):
+        return ModelSpec("resnet18", str(checkpoint), "fc", 3, "ViT-B-32", vlm)
+
+    a, copy, b = spec(tmp_path / "a.pt"), spec(tmp_path / "copy.pt"), spec(tmp_path / "b.pt")
+    assert a.fingerprint() == copy.fingerprint()  # the same weights elsewhere: the same model
+    assert a.fingerprint()["classifier"] != b.fingerprint()["classifier"]
+    assert a.fingerprint()["vlm"] == b.fingerprint()["vlm"]
+    assert spec(tmp_path / "a.pt", "laion2b_s34b_b79k").fingerprint()["vlm"] != a.fingerprint()["vlm"]

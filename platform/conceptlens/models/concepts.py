@@ -6,6 +6,7 @@ A concept set is a YAML file (or the name of a bundled one: ``conceptworld``, ``
     class_templates: ["a photo of {article} {}."]  # zero-shot class prompts
     concepts:
       background=water: [object on water]          # concept name: its phrases
+    absence: object                                # the neutral phrase: "a photo of an object" (default)
 
 ``{article}`` becomes "a" or "an" to suit the phrase. Each concept's text embedding is the
 normalised mean of its prompts' embeddings (:class:`conceptlens.models.ConceptBank`).
@@ -39,6 +40,7 @@ class ConceptSet:
     templates: list[str]
     class_templates: list[str]
     source: str = ""
+    absence: str = "object"  # the neutral phrase: the templates filled with it say "no concept in particular"
 
     @property
     def names(self) -> list[str]:
@@ -49,6 +51,10 @@ class ConceptSet:
 
     def bank(self, vlm: VLM) -> ConceptBank:
         return ConceptBank.from_prompts(vlm, self.prompts())
+
+    def absence_embedding(self, vlm: VLM):
+        """``(E,)``: the templates filled with the neutral phrase, the reference a concept must differ from."""
+        return ConceptBank.from_prompts(vlm, {"absence": fill(self.templates, [self.absence])}).embeddings[0]
 
     def class_bank(self, vlm: VLM, classes: Sequence[str]) -> ConceptBank:
         """The zero-shot classifier: one embedding per class from ``class_templates``."""
@@ -64,9 +70,12 @@ def load_concepts(source: str | Path) -> ConceptSet:
         bundled = sorted(p.stem for p in BUNDLED.glob("*.yaml"))
         raise ValueError(f"concept set {source!r} is neither a YAML file nor a bundled set {bundled}")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"templates", "class_templates", "concepts"}
+    unknown = set(data) - {"templates", "class_templates", "concepts", "absence"}
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected templates, class_templates, concepts")
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected templates, class_templates, concepts, "
+                         f"absence")
+    if not isinstance(data.get("absence", "object"), str) or not data.get("absence", "object").strip():
+        raise ValueError(f"{path}: 'absence' must be a neutral phrase such as 'object'")
     concepts = data.get("concepts")
     if not isinstance(concepts, dict) or not concepts:
         raise ValueError(f"{path}: 'concepts' must map each concept name to a list of phrases")
@@ -78,4 +87,5 @@ def load_concepts(source: str | Path) -> ConceptSet:
     for t in templates + class_templates:
         if "{}" not in t:
             raise ValueError(f"{path}: template {t!r} has no '{{}}' for the phrase")
-    return ConceptSet({str(k): v for k, v in concepts.items()}, templates, class_templates, str(path))
+    return ConceptSet({str(k): v for k, v in concepts.items()}, templates, class_templates, str(path),
+                      data.get("absence", "object"))

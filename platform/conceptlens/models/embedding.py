@@ -5,7 +5,11 @@ and the serve endpoint all call the same code.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -39,6 +43,27 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int) -> dict[str, np.
     return batch
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a file's SHA-256 (remembered per path, size and modification time)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+def _identity(value: Optional[str]) -> Optional[str]:
+    """A checkpoint or config file by its content, anything else (a tag such as ``openai``) as it is."""
+    return f"sha256:{file_digest(value)}" if value and Path(value).is_file() else value
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What an embedding worker needs to build its models (picklable, paths not weights)."""
@@ -50,6 +75,15 @@ class ModelSpec:
     vlm_pretrained: Optional[str]
     vlm_model_config: Optional[str] = None
     classifier_weights: Optional[str] = None
+
+    def fingerprint(self) -> dict[str, str]:
+        """``{"classifier": h, "vlm": h}``: short hashes of what each model is (architecture, split, weights by
+        content), the same wherever the files lie, different as soon as a weight changes."""
+        clf = [self.classifier_arch, self.classifier_head, self.num_classes, self.classifier_weights,
+               _identity(self.classifier_checkpoint)]
+        vlm = [self.vlm_arch, _identity(self.vlm_pretrained), _identity(self.vlm_model_config)]
+        return {name: hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+                for name, parts in (("classifier", clf), ("vlm", vlm))}
 
     def classifier(self):
         """The classifier this spec names, built (and its checkpoint loaded) on the CPU."""

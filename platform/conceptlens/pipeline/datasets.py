@@ -3,15 +3,20 @@
 A source is a manifest (Parquet or CSV with ``path`` and ``label``, optional ``id``,
 ``split`` and any other columns, which pass through) or an image folder with one
 sub-folder per class. Relative paths in a manifest are relative to the manifest's folder.
+
+Ids: a manifest's ``id`` column, else the row number; in an image folder, the image's path
+relative to the folder (``cat/0001.png``), so ids stay put when images are added.
+Splits: a manifest's ``split`` column where it has a value; every other row gets a held-out
+split from its id (:func:`hash_split`), the same in every command and on every machine.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
@@ -19,8 +24,21 @@ CLASSES_KEY = "conceptlens.classes"  # schema metadata: the class order behind l
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
+def id_unit(id_: str) -> float:
+    """The first 8 bytes of the id's UTF-8 SHA-256 as a number in [0, 1): uniform, and the same everywhere."""
+    return int.from_bytes(hashlib.sha256(str(id_).encode()).digest()[:8], "big") / 2.0**64
+
+
+def hash_split(ids: Sequence[str], calib_share: float = 0.5) -> list[str]:
+    """``calib`` where :func:`id_unit` of the id is below ``calib_share``, else ``test``: a row's split
+    depends on its id alone, not on the other rows or their order."""
+    if not 0.0 <= calib_share <= 1.0:
+        raise ValueError(f"data.calib_share must lie in [0, 1], got {calib_share}")
+    return ["calib" if id_unit(i) < calib_share else "test" for i in ids]
+
+
 def _image_folder(root: Path) -> pa.Table:
-    rows = [{"path": str(p.resolve()), "label": p.parent.name}
+    rows = [{"id": p.relative_to(root).as_posix(), "path": str(p.resolve()), "label": p.parent.name}
             for p in sorted(root.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not rows:
         raise ValueError(f"image folder {root} has no images in class sub-folders (<root>/<class>/<image>)")
@@ -37,12 +55,14 @@ def _manifest(path: Path) -> pa.Table:
     return table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
 
 
-def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None) -> pa.Table:
-    """The dataset as a table with ``id, path, split, label, label_index`` and pass-through columns.
+def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None, calib_share: float = 0.5) -> pa.Table:
+    """The dataset as a table with ``id, path, split, label, label_index`` (strings, ``label_index`` int64)
+    and pass-through columns.
 
     ``classes`` gives the classifier's output order; by default the sorted distinct labels.
     The order is kept in the schema metadata (:func:`classes_of`).
-    A label outside ``classes`` is an error naming it.
+    A label outside ``classes`` is an error naming it. Rows without a split get
+    :func:`hash_split` of their id with ``calib_share``.
     """
     source = Path(source)
     if not source.exists():
@@ -55,16 +75,18 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None) ->
         raise ValueError(f"labels {unknown[:5]} are not among the classifier's classes {classes}")
     index = {c: i for i, c in enumerate(classes)}
     columns = {"label": pa.array(labels, pa.string()), "label_index": pa.array([index[v] for v in labels], pa.int64())}
-    if "id" not in table.column_names:
-        columns["id"] = pa.array([f"{i:08d}" for i in range(table.num_rows)], pa.string())
-    if "split" not in table.column_names:
-        columns["split"] = pa.array(["all"] * table.num_rows, pa.string())
+    ids = ([str(v) for v in table.column("id").to_pylist()] if "id" in table.column_names
+           else [f"{i:08d}" for i in range(table.num_rows)])
+    columns["id"] = pa.array(ids, pa.string())
+    given = table.column("split").to_pylist() if "split" in table.column_names else [None] * table.num_rows
+    if not all(given):
+        drawn = hash_split(ids, calib_share)
+        columns["split"] = pa.array([str(g) if g else d for g, d in zip(given, drawn)], pa.string())
     for name, values in columns.items():
         if name in table.column_names:
             table = table.set_column(table.schema.get_field_index(name), name, values)
         else:
             table = table.append_column(name, values)
-    table = table.set_column(table.schema.get_field_index("id"), "id", pc.cast(table.column("id"), pa.string()))
     first = ["id", "path", "split", "label", "label_index"]
     table = table.select(first + [c for c in table.column_names if c not in first])
     return table.replace_schema_metadata({CLASSES_KEY: json.dumps(classes)})

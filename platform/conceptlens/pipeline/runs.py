@@ -2,13 +2,22 @@
 and the models a run uses."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 from conceptlens.config import Config, RunConfig
 from conceptlens.models.embedding import ModelSpec
+
+EMBED_RECORD = "inputs.json"  # in the embed folder: the models and data the embeddings were made from
+RECORDED_KEYS = ("classifier.arch", "classifier.weights", "classifier.checkpoint", "classifier.head",
+                 "classifier.num_classes", "vlm.arch", "vlm.pretrained", "vlm.model_config",
+                 "data.source", "data.image_size", "data.classes", "data.splits", "data.calib_share")
+SPLIT_RULE = ("rows without a split: sha256(id) -> u in [0, 1) from its first 8 bytes; "
+              "u < data.calib_share ({share:g}) -> calib, else test")
 
 
 def command_dir(run: RunConfig, command: str) -> Path:
@@ -33,6 +42,70 @@ def model_spec(cfg: Config) -> ModelSpec:
                          f"or run `conceptlens world` for run '{cfg.run.name}' first")
     return ModelSpec(cfg.classifier.arch, classifier, cfg.classifier.head, cfg.classifier.num_classes,
                      cfg.vlm.arch, vlm, cfg.vlm.model_config, cfg.classifier.weights)
+
+
+def embed_folder(cfg: Config) -> Path:
+    """The embed folder whose table this run reads: ``analyze.embeddings``' parent when set, else ``<run>/embed``."""
+    if cfg.analyze.embeddings:
+        return Path(cfg.analyze.embeddings).parent
+    return Path(cfg.run.root) / cfg.run.name / "embed"
+
+
+def record_inputs(folder: Path, cfg: Config, spec: ModelSpec, source: str | Path, classes: Sequence[str]) -> Path:
+    """Write ``<folder>/inputs.json``: the models (``spec``), the data ``source`` read and its ``classes``
+    (the order behind ``label_index``), and the data settings of ``cfg``, as config keys."""
+    inputs = {key: _get(cfg, key) for key in RECORDED_KEYS} | {
+        "classifier.arch": spec.classifier_arch, "classifier.weights": spec.classifier_weights,
+        "classifier.checkpoint": _absolute(spec.classifier_checkpoint), "classifier.head": spec.classifier_head,
+        "classifier.num_classes": spec.num_classes, "vlm.arch": spec.vlm_arch,
+        "vlm.pretrained": _absolute(spec.vlm_pretrained), "vlm.model_config": _absolute(spec.vlm_model_config),
+        "data.source": _absolute(str(source)), "data.classes": list(classes)}
+    path = Path(folder) / EMBED_RECORD
+    path.write_text(json.dumps({"inputs": inputs, "split_rule": SPLIT_RULE.format(share=cfg.data.calib_share)},
+                               indent=2))
+    return path
+
+
+def run_inputs(cfg: Config) -> Config:
+    """``cfg`` with the models and data its embeddings were made from (``<embed folder>/inputs.json``), so
+    the commands after ``embed`` need them only once. A key left at its default takes the recorded
+    value; a key set to another value is an error naming both (the embeddings would not match). Without a
+    record (runs made before it existed), ``cfg`` as it is: models from config or the run's world."""
+    path = embed_folder(cfg) / EMBED_RECORD
+    if not path.is_file():
+        return cfg
+    recorded, defaults, out = json.loads(path.read_text())["inputs"], Config(), copy.deepcopy(cfg)
+    for key, value in ((k, recorded[k]) for k in RECORDED_KEYS if k in recorded):
+        current = _get(cfg, key)
+        if not _same(current, value) and not _same(current, _get(defaults, key)):
+            raise ValueError(f"{key}={current} but run '{cfg.run.name}' was embedded with {value} ({path}): "
+                             f"leave {key} out to use the run's, or embed again under another run.name")
+        _set(out, key, value)
+    filled = [key for key in RECORDED_KEYS if _get(out, key) != _get(cfg, key)]
+    if filled:
+        log(f"models and data as embedded ({path}): {', '.join(filled)}")
+    return out
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    value = getattr(getattr(cfg, section), name)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, value)
+
+
+def _absolute(value: str | None) -> str | None:
+    """An existing file or folder as an absolute path; anything else (a tag such as ``openai``) unchanged."""
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    norm = (lambda v: _absolute(v) if isinstance(v, str) else v)
+    return norm(a) == norm(b)
 
 
 def _clean(value):

@@ -14,7 +14,8 @@ what makes the comparison sharper:
 * ``mahalanobis``: the distance of the encoder features from the nearest class (Lee et al. 2018).
 
 Two logistic heads over these signals (fitted on ``calib``) score "misclassified" and
-"adversarial"; thresholds are set for a target false-alarm rate on correct clean inputs. The
+"adversarial"; thresholds are set for a target false-alarm rate on correct clean inputs. Without
+adversarial calibration rows the filter has the misclassification head only (``heads`` says which). The
 filter follows the Detector contract: ``fit`` on calibration batches, ``score`` higher = worse.
 Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
 """
@@ -85,24 +86,28 @@ class ConceptFilter:
                    "consistency": _cos(h["aligned"], h["vlm"]), "agreement": h["agreement"],
                    "mahalanobis": mahalanobis_score(stack(batch["features"]), self.gaussians["means"],
                                                     self.gaussians["precision"])}
-        for kind in REFERENCES:
-            columns[f"cos_{kind}"] = _cos(h["aligned"], self.references[kind][predicted])
+        for kind in REFERENCES:  # no adversarial reference: a constant 0, which a head gives no weight
+            columns[f"cos_{kind}"] = (_cos(h["aligned"], self.references[kind][predicted]) if kind in self.references
+                                      else np.zeros(len(predicted)))
         return np.stack([columns[name] for name in SIGNALS], 1).astype(np.float64)
 
     # --- fitting ------------------------------------------------------------------------------
-    def fit(self, clean: dict, adversarial: dict, *, fpr: float = 0.05, ridge: float = 0.01, seed: int = 0) -> "ConceptFilter":
+    def fit(self, clean: dict, adversarial: dict | None = None, *, fpr: float = 0.05, ridge: float = 0.01,
+            seed: int = 0) -> "ConceptFilter":
         """References, heads and thresholds from calibration batches of clean and adversarial rows
         (each with ``label_index``, ``prediction``, ``logits``, ``features``, ``vlm_embedding``).
+        Without adversarial rows (``None`` or empty) only the misclassification head is fitted: no
+        adversarial reference, head, threshold or verdict.
 
         Cross-fitted: the aligner, z-score statistics, references and class Gaussians come from one
         half of the rows, heads and thresholds from the other, so the thresholds see signals as
         unseen inputs will have them."""
         rng = np.random.default_rng(seed)
-        first = {name: rng.random(len(b["prediction"])) < 0.5 for name, b in (("clean", clean), ("adv", adversarial))}
-        ref_clean, ref_adv = take(clean, first["clean"]), take(adversarial, first["adv"])
-        clean, adversarial = take(clean, ~first["clean"]), take(adversarial, ~first["adv"])
+        with_adversarial = adversarial is not None and len(adversarial["prediction"]) > 0
+        batches = (("clean", clean), ("adv", adversarial)) if with_adversarial else (("clean", clean),)
+        first = {name: rng.random(len(b["prediction"])) < 0.5 for name, b in batches}
+        ref_clean, clean = take(clean, first["clean"]), take(clean, ~first["clean"])
         correct = ref_clean["prediction"] == ref_clean["label_index"]
-        fooled = ref_adv["prediction"] != ref_adv["label_index"]
         fit = AlignerFit()
         fit.update(stack(ref_clean["features"]), stack(ref_clean["vlm_embedding"]))
         self.aligner = fit.solve(ridge)
@@ -111,21 +116,26 @@ class ConceptFilter:
         self.std = {source: r.std(0) + 1e-12 for source, r in raw.items()}
         gaussians = Mahalanobis().fit(take(ref_clean, correct))
         self.gaussians = {"means": gaussians.means, "precision": gaussians.precision}
-        z_clean, z_adv = self.heatmaps(ref_clean)["aligned"], self.heatmaps(ref_adv)["aligned"]
+        z_clean = self.heatmaps(ref_clean)["aligned"]
         self.references = {
             "correct": self._per_class(z_clean[correct], ref_clean["prediction"][correct]),
             "incorrect": self._per_class(z_clean[~correct], ref_clean["prediction"][~correct]),
-            "adversarial": self._per_class(z_adv[fooled], ref_adv["prediction"][fooled]),
         }
+        if with_adversarial:
+            ref_adv, adversarial = take(adversarial, first["adv"]), take(adversarial, ~first["adv"])
+            fooled = ref_adv["prediction"] != ref_adv["label_index"]
+            z_adv = self.heatmaps(ref_adv)["aligned"]
+            self.references["adversarial"] = self._per_class(z_adv[fooled], ref_adv["prediction"][fooled])
         correct = clean["prediction"] == clean["label_index"]
-        fooled = adversarial["prediction"] != adversarial["label_index"]
-        s_clean, s_adv = self.signals(clean), self.signals(adversarial)[fooled]
-        self.heads = {"misclassified": _fit_head(s_clean, ~correct),
-                      "adversarial": _fit_head(np.concatenate([s_clean, s_adv]),
-                                               np.r_[np.zeros(len(s_clean), bool), np.ones(len(s_adv), bool)])}
+        s_clean = self.signals(clean)
+        self.heads = {"misclassified": _fit_head(s_clean, ~correct)}
+        if with_adversarial:
+            s_adv = self.signals(adversarial)[adversarial["prediction"] != adversarial["label_index"]]
+            self.heads["adversarial"] = _fit_head(np.concatenate([s_clean, s_adv]),
+                                                  np.r_[np.zeros(len(s_clean), bool), np.ones(len(s_adv), bool)])
         scores = self.score_all(clean)
-        # half the false-alarm budget each, so that flagging by either head stays within ``fpr``
-        self.thresholds = {head: threshold_at_fpr(scores[head][correct], fpr / 2) for head in HEADS}
+        # the false-alarm budget split evenly over the heads, so that flagging by any head stays within ``fpr``
+        self.thresholds = {head: threshold_at_fpr(scores[head][correct], fpr / len(self.heads)) for head in self.heads}
         self.fpr = fpr
         return self
 
@@ -137,23 +147,29 @@ class ConceptFilter:
         return out
 
     # --- scoring ------------------------------------------------------------------------------
+    @property
+    def verdict_names(self) -> tuple[str, ...]:
+        """The verdicts this filter gives: ``likely-adversarial`` only with an adversarial head."""
+        return VERDICTS if "adversarial" in self.heads else VERDICTS[:2]
+
     def score_all(self, batch: dict) -> dict[str, np.ndarray]:
-        """Both heads' scores ``float64 (N,)`` in [0, 1], higher = more likely defective."""
+        """Each head's scores ``float64 (N,)`` in [0, 1], higher = more likely defective (keys: ``heads``)."""
         s = self.signals(batch)
-        return {head: _apply_head(self.heads[head], s) for head in HEADS}
+        return {head: _apply_head(self.heads[head], s) for head in HEADS if head in self.heads}
 
     def score(self, batch: dict) -> np.ndarray:
-        """Detector contract: the larger of the two heads' scores relative to their thresholds."""
+        """Detector contract: the largest of the heads' scores relative to their thresholds."""
         scores = self.score_all(batch)
-        return np.maximum(scores["misclassified"] - self.thresholds["misclassified"],
-                          scores["adversarial"] - self.thresholds["adversarial"])
+        return np.max([scores[head] - self.thresholds[head] for head in scores], axis=0)
 
     def verdicts(self, batch: dict, thresholds: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-        """``verdict`` (one of VERDICTS) and both scores; ``thresholds`` overrides the calibrated ones."""
+        """``verdict`` (one of :attr:`verdict_names`) and each head's score; ``thresholds`` overrides the
+        calibrated ones (a threshold for a head the filter lacks is ignored)."""
         t = self.thresholds | (thresholds or {})
         scores = self.score_all(batch)
-        verdict = np.where(scores["adversarial"] > t["adversarial"], VERDICTS[2],
-                           np.where(scores["misclassified"] > t["misclassified"], VERDICTS[1], VERDICTS[0]))
+        verdict = np.where(scores["misclassified"] > t["misclassified"], VERDICTS[1], VERDICTS[0])
+        if "adversarial" in scores:
+            verdict = np.where(scores["adversarial"] > t["adversarial"], VERDICTS[2], verdict)
         return {"verdict": verdict.astype(object)} | scores
 
     def explain(self, batch: dict, top: int = 3) -> list[list[dict]]:
@@ -182,8 +198,8 @@ class ConceptFilter:
         arrays |= {f"head_{h}_{k}": v for h, head in self.heads.items() for k, v in head.items()}
         np.savez(folder / "filter.npz", **arrays)
         info = {"concept_names": self.concept_names, "class_names": self.class_names, "signals": list(SIGNALS),
-                "thresholds": self.thresholds, "fpr": self.fpr, "aligner_r2": self.aligner.r2,
-                "metadata": metadata or {}}
+                "heads": list(self.heads), "thresholds": self.thresholds, "fpr": self.fpr,
+                "aligner_r2": self.aligner.r2, "metadata": metadata or {}}
         (folder / "filter.json").write_text(json.dumps(info, indent=2))
         return folder
 
@@ -201,8 +217,9 @@ class ConceptFilter:
         return cls(Aligner(a["W"], a["b"], info["aligner_r2"]), a["concepts"], a["classes"],
                    {s: a[f"{s}_mean"] for s in sources}, {s: a[f"{s}_std"] for s in sources},
                    info["concept_names"], info["class_names"],
-                   references={k: a[f"ref_{k}"] for k in REFERENCES},
-                   heads={h: {k: a[f"head_{h}_{k}"] for k in ("coef", "intercept", "centre", "scale")} for h in HEADS},
+                   references={k: a[f"ref_{k}"] for k in REFERENCES if f"ref_{k}" in a},
+                   heads={h: {k: a[f"head_{h}_{k}"] for k in ("coef", "intercept", "centre", "scale")}
+                          for h in info.get("heads", HEADS)},
                    gaussians={k: a[f"gaussian_{k}"] for k in ("means", "precision")},
                    thresholds=info["thresholds"], fpr=info["fpr"])
 

@@ -1,10 +1,13 @@
-"""The filter bundle as an MLflow pyfunc model, and loading it back from a folder or the registry."""
+"""The filter bundle as an MLflow pyfunc model, and finding or loading it back from a folder or the registry."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 
+from conceptlens.pipeline.registry import download, is_registry_uri
 from conceptlens.runtime.filter import ConceptFilter
 
 
@@ -20,8 +23,18 @@ class FilterPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(self.filter.verdicts(batch))
 
 
-def load_bundle(uri: str) -> ConceptFilter:
-    """A filter from a bundle folder or a registry URI such as ``models:/conceptlens-filter@champion``."""
-    if not uri.startswith(("models:/", "runs:/")):
-        return ConceptFilter.load(uri)
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().filter
+def fetch_bundle(uri: str, tracking_uri: str | None = None) -> Path:
+    """The bundle folder (with ``filter.json``): ``uri`` itself, or the files of a registered model such as
+    ``models:/conceptlens-filter@champion`` in the store ``tracking_uri`` (default: MLflow's current one),
+    read in place for a local store, also one copied elsewhere, downloaded from a server."""
+    if not is_registry_uri(uri):
+        return Path(uri)
+    found = sorted(download(uri, tracking_uri or mlflow.get_tracking_uri()).rglob("filter.json"))
+    if not found:
+        raise FileNotFoundError(f"{uri} holds no filter bundle (filter.json)")
+    return found[0].parent
+
+
+def load_bundle(uri: str, tracking_uri: str | None = None) -> ConceptFilter:
+    """The filter of a bundle folder or a registry URI (see :func:`fetch_bundle`)."""
+    return ConceptFilter.load(fetch_bundle(uri, tracking_uri))

@@ -3,10 +3,13 @@
 ``A(z) = z @ W + b`` fitted by ridge regression of the VLM image embedding ``e`` on the
 encoder features ``z`` (Text-to-Concept, Moayeri et al. 2023, in closed form). The fit streams:
 :class:`AlignerFit` accumulates sufficient statistics batch by batch, so a table of any size
-fits in ``O(D²)`` memory, and R² comes from the same statistics.
+fits in ``O(D²)`` memory, and R² comes from the same statistics. Fits add and subtract
+(``a + b`` describes the rows of both), so k-fold cross-validation needs one pass over the rows
+(:func:`cross_validated_r2`).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,38 @@ class AlignerFit:
         self.e_sum += e.sum(0)
         self.ee += float((e * e).sum())
 
+    def __add__(self, other: "AlignerFit") -> "AlignerFit":
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: "AlignerFit") -> "AlignerFit":
+        """The statistics of this fit's rows without ``other``'s (which must be among them)."""
+        return self._combine(other, -1.0)
+
+    def _combine(self, other: "AlignerFit", sign: float) -> "AlignerFit":
+        if other.n == 0:
+            return copy.deepcopy(self)
+        if self.n == 0:
+            if sign < 0:
+                raise ValueError("cannot subtract rows from an empty AlignerFit")
+            return copy.deepcopy(other)
+        out = AlignerFit()
+        out.n = self.n + int(sign) * other.n
+        for name in ("zz", "ze", "z_sum", "e_sum", "ee"):
+            setattr(out, name, getattr(self, name) + sign * getattr(other, name))
+        return out
+
+    def squared_error(self, aligner: Aligner) -> float:
+        """``Σ ||A(z) - e||²`` over this fit's rows, from the statistics alone."""
+        if self.n == 0:
+            return 0.0
+        W, b = np.asarray(aligner.W, np.float64), np.asarray(aligner.b, np.float64)
+        return (float(np.sum(W * (self.zz @ W))) + 2 * float(b @ (W.T @ self.z_sum)) + self.n * float(b @ b)
+                - 2 * float(np.sum(W * self.ze)) - 2 * float(b @ self.e_sum) + self.ee)
+
+    def total_variation(self) -> float:
+        """``Σ ||e - ē||²`` over this fit's rows (the denominator of R²)."""
+        return self.ee - float(self.e_sum @ self.e_sum) / self.n if self.n else 0.0
+
     def solve(self, ridge: float = 1e-2) -> Aligner:
         """The ridge solution on centred data; ``ridge`` is relative to the mean feature variance."""
         if self.n < 2:
@@ -90,3 +125,20 @@ class HeldOutR2:
         if self.n < 2:
             return float("nan")
         return 1 - self.residual / (self.squares - float(self.total @ self.total) / self.n)
+
+
+def cross_validated_r2(folds: list[AlignerFit], ridge: float = 1e-2) -> float:
+    """k-fold cross-validated R² from per-fold statistics: fold ``k`` is predicted by the aligner fitted
+    on the other folds (their sum); ``1 - Σ_k squared error_k / Σ ||e - ē||²`` over the held-out rows
+    (all rows, unless a fold is empty or its complement has under 2 rows). NaN with fewer than two such folds."""
+    total = sum(folds[1:], folds[0])
+    error, used = 0.0, 0
+    for fold in folds:
+        if fold.n == 0 or total.n - fold.n < 2:
+            continue
+        error += fold.squared_error((total - fold).solve(ridge))
+        used += 1
+    if used < 2:
+        return float("nan")
+    held = sum((f for f in folds if f.n and total.n - f.n >= 2), AlignerFit())
+    return 1 - error / held.total_variation()
