@@ -7,7 +7,7 @@ deployed model would receive), listed in ``<run>/attack/adversarial.parquet`` (t
 ``attack``, ``epsilon`` and ``source_id``) and embedded into ``<run>/attack/embeddings/``.
 Success rates (share of correctly classified inputs whose prediction flipped) go to
 ``metrics.json`` and MLflow. A re-run with the same settings reuses the finished images and embedding
-shards; changed settings (attacks, budgets, sample, image size, classifier) recompute them.
+shards; changed settings (attacks, budgets, sample, image size, models, input rows) recompute them.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from conceptlens.jobs.embed import embed_rows, load_input
 from conceptlens.pipeline.raydata import init_ray, map_images
 from conceptlens.runtime import Attacker
 from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, run_inputs, write_metrics
-from conceptlens.pipeline.shards import batch_to_table, changes, write_atomic
+from conceptlens.pipeline.shards import batch_to_table, changes, rows_digest, write_atomic
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 
 
@@ -52,20 +52,22 @@ def sample(table: pa.Table, splits: list[str], rows_per_split: int, seed: int) -
 SETTINGS_KEY = b"conceptlens.attack"  # adversarial.parquet's schema metadata: the settings that made it
 
 
-def settings(cfg: Config) -> dict:
-    """What decides the adversarial set: the attack settings, the image size and the classifier (by content)."""
+def settings(cfg: Config, source: pa.Table) -> dict:
+    """What decides the adversarial set and its embeddings: the attack settings, the image size, the models
+    (by content) and the rows the sample is drawn from."""
     a = cfg.attack
     return {"attack.attacks": list(a.attacks), "attack.epsilons": [float(e) for e in a.epsilons],
             "attack.steps": a.steps, "attack.splits": list(a.splits), "attack.rows_per_split": a.rows_per_split,
-            "attack.seed": a.seed, "data.image_size": cfg.data.image_size,
-            "classifier": model_spec(cfg).fingerprint()["classifier"]}
+            "attack.seed": a.seed, "data.image_size": cfg.data.image_size, **model_spec(cfg).fingerprint(),
+            "rows": rows_digest(source)}
 
 
 def generate(cfg: Config, out: Path) -> pa.Table:
     """Attack the sampled rows; write the PNGs and the manifest ``adversarial.parquet``, which records the
     :func:`settings` that made it. A manifest made with the same settings is reused; otherwise it, its
     images and its embeddings are removed and everything is recomputed."""
-    manifest, wanted = out / "adversarial.parquet", settings(cfg)
+    source = load_input(cfg)
+    manifest, wanted = out / "adversarial.parquet", settings(cfg, source)
     if manifest.is_file():
         made_with = json.loads((pq.read_schema(manifest).metadata or {}).get(SETTINGS_KEY, b"{}"))
         differ = changes(made_with, wanted) if made_with else ["its settings were not recorded"]
@@ -76,7 +78,6 @@ def generate(cfg: Config, out: Path) -> pa.Table:
         manifest.unlink()  # first: a half-cleaned folder is never reused
     for stale in ("embeddings", "rejects", "images"):  # nothing made from another adversarial set survives
         shutil.rmtree(out / stale, ignore_errors=True)
-    source = load_input(cfg)
     rows = sample(source, list(cfg.attack.splits), cfg.attack.rows_per_split, cfg.attack.seed)
     configs = [(a, float(e)) for a in cfg.attack.attacks for e in cfg.attack.epsilons]
     log(f"attack: {rows.num_rows} inputs × {len(configs)} attacks ({', '.join(cfg.attack.attacks)} at "

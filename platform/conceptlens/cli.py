@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from conceptlens.config import Config, ConfigError, load_config
+from conceptlens.pipeline.shards import IncompleteShards
 
 COMMANDS = {
     "world": ("conceptlens.jobs.world", "build ConceptWorld and train (or reuse) its classifier and tiny CLIP"),
@@ -40,13 +41,18 @@ def parse_config(prog: str, description: str, argv: Sequence[str] | None) -> Con
 def run_command(prog: str, description: str, argv: Sequence[str] | None, run: Callable[[Config], Any],
                 report: Callable[[Any], str]) -> int:
     """A command's ``main``: parse the config, ``run`` it, print ``report(result)`` and the output folder.
-    Bad input (``ValueError``, ``FileNotFoundError``) prints the reason and exits with 2."""
+    Bad input (``ValueError``, ``FileNotFoundError``) prints the reason and exits with 2; a job that could not
+    finish its output (:class:`~conceptlens.pipeline.shards.IncompleteShards`: rows lost on the way) prints the
+    reason and exits with 1."""
     cfg = parse_config(prog, description, argv)
     try:
         result = run(cfg)
     except (ValueError, FileNotFoundError) as err:
         print(f"conceptlens {prog}: {err}", file=sys.stderr)
         return 2
+    except IncompleteShards as err:
+        print(f"conceptlens {prog}: failed: {err}", file=sys.stderr)
+        return 1
     print(report(result))
     print(f"outputs: {Path(cfg.run.root) / cfg.run.name / prog}")
     return 0

@@ -27,3 +27,13 @@ def test_command_help(capsys):
         cli.main(["world", "--help"])
     assert exit_.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+def test_a_job_that_loses_rows_exits_1_with_the_reason(capsys):
+    from conceptlens.pipeline.shards import IncompleteShards
+
+    def run(cfg):
+        raise IncompleteShards("shard 3 expected 100 rows, got 97")
+
+    assert cli.run_command("embed", "", [], run, str) == 1
+    assert "conceptlens embed: failed: shard 3 expected 100 rows, got 97" in capsys.readouterr().err
