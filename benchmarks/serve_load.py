@@ -20,7 +20,6 @@ machine's cores with the server, as a loopback benchmark must.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import threading
@@ -130,18 +129,20 @@ def in_process(cfg, images: list[bytes], batch: int = 16, rounds: int = 20) -> l
     """ms per image of each model stage at ``batch`` images per call, in this process (no HTTP, no Ray)."""
     import torch
 
-    from conceptlens.models.embedding import Embedder, ModelSpec
-    from conceptlens.serve.app import decode_upload, fetch_bundle, judge
+    from conceptlens.models.embedding import Embedder
+    from conceptlens.pipeline.tracking import tracking_uri
+    from conceptlens.runtime.bundle import bundle_models
     from conceptlens.runtime.filter import ConceptFilter
+    from conceptlens.runtime.registered import fetch_bundle
+    from conceptlens.serve.app import decode_upload, judge
 
     torch.set_num_threads(1)  # as in a replica with one CPU
-    folder = fetch_bundle(cfg.serve.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle"))
-    meta = json.loads((folder / "filter.json").read_text())["metadata"]
-    clf, vlm = meta["classifier"], meta["vlm"]
-    embedder = Embedder(ModelSpec(clf["arch"], clf["checkpoint"], clf["head"], clf["num_classes"], vlm["arch"],
-                                  vlm["pretrained"], vlm["model_config"]), "cpu")
+    folder = fetch_bundle(cfg.serve.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle"),
+                          tracking_uri(cfg))
+    spec, size = bundle_models(folder)
+    embedder = Embedder(spec, "cpu")
     filt = ConceptFilter.load(folder)
-    x = np.stack([decode_upload(data, meta["image_size"], 10**8) for data in images[:batch]])
+    x = np.stack([decode_upload(data, size, 10**8) for data in images[:batch]])
     t = torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255)
 
     def timed(fn) -> float:
@@ -153,7 +154,7 @@ def in_process(cfg, images: list[bytes], batch: int = 16, rounds: int = 20) -> l
 
     columns = embedder.embed(x)
     with torch.no_grad():
-        return [("decode PNG (ingress)", timed(lambda: [decode_upload(d, meta["image_size"], 10**8) for d in images[:batch]])),
+        return [("decode PNG (ingress)", timed(lambda: [decode_upload(d, size, 10**8) for d in images[:batch]])),
                 ("classifier only", timed(lambda: embedder.classifier(t))),
                 ("classifier + VLM (Embedder)", timed(lambda: embedder.embed(x))),
                 ("filter: verdicts + explain", timed(lambda: judge(filt, columns)))]

@@ -91,7 +91,7 @@ class RunConfig:
 
 @dataclass
 class MlflowConfig:
-    tracking_uri: Optional[str] = None  # None = sqlite in the run folder; or http://host:port, databricks, ...
+    tracking_uri: Optional[str] = None  # None = sqlite:///<run.root>/mlflow.db shared by all runs; or http://host:port, ...
     experiment: str = "conceptlens"
 
 
