@@ -49,14 +49,22 @@ def read_rows(folder: Path, splits: Sequence[str], extra: Sequence[str] = ()) ->
 
 
 def load_filter(analysis: Path) -> ConceptFilter:
+    """A filter on the run's concept analysis; the concepts its trust check did not back (all of them when the VLM
+    did not recognise the classes) are never named in the filter's explanations."""
     if not (analysis / "concepts.npz").is_file():
         raise FileNotFoundError(f"no concept analysis in {analysis}; run `conceptlens analyze` first")
     text = np.load(analysis / "concepts.npz")
     info = json.loads((analysis / "concepts.json").read_text())
+    concepts = list(info["concepts"])
+    trust = json.loads((analysis / "summary.json").read_text()).get("trust", {})
+    unreliable = list(trust.get("unreliable_concepts", [])) if trust.get("sees_classes", True) else concepts
+    if unreliable:
+        log(f"monitor: the analysis' trust check did not back {len(unreliable)} of {len(concepts)} concepts; the "
+            f"filter's explanations leave them out ({', '.join(unreliable[:5])}{' …' if len(unreliable) > 5 else ''})")
     sources = ("aligned", "vlm")
     return ConceptFilter(Aligner.load(analysis / "aligner.npz"), text["concepts"], text["classes"],
                          {s: text[f"{s}_mean"] for s in sources}, {s: text[f"{s}_std"] for s in sources},
-                         list(info["concepts"]), info["classes"])
+                         concepts, info["classes"], unreliable=unreliable)
 
 
 def evaluate(scores: dict[str, dict[str, np.ndarray]], clean: dict, adversarial: dict | None, fpr: float) -> list[dict]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conceptlens.config import load_config
-from conceptlens.jobs import analyze, embed
+from conceptlens.jobs import analyze, embed, monitor
 from conceptlens.models import build_vlm, save_vlm
 from conceptlens.world import CLASSES
 
@@ -49,3 +49,13 @@ def test_a_blind_vlm_is_reported_and_nothing_is_presented_as_a_finding(blind, ca
     assert json.loads((out / "metrics.json").read_text())["responsible_top"] == {"aligned": {}, "vlm": {}}
     for source in ("aligned", "vlm"):
         assert not any(pq.read_table(out / f"heatmaps_{source}.parquet", columns=["reliable"])["reliable"].to_pylist())
+
+
+def test_the_filter_of_a_blind_analysis_names_no_concept(blind, capsys):
+    out, args = blind
+    if not (out / "summary.json").is_file():  # run alone, without the test above
+        assert analyze.main(args) == 0
+    assert monitor.main(args + ["monitor.model_name="]) == 0
+    assert "the filter's explanations leave them out" in capsys.readouterr().out
+    info = json.loads((out.parent / "monitor" / "bundle" / "filter.json").read_text())
+    assert info["unreliable_concepts"] == info["concept_names"]

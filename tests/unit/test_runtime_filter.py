@@ -58,6 +58,20 @@ def test_explanations_name_concepts_in_words():
     assert reasons[0][0]["concept"] in filt.concept_names and "correct" in reasons[0][0]["text"]
 
 
+def test_concepts_the_trust_check_did_not_back_are_never_named(tmp_path):
+    filt = make_filter().fit(world(1000, 0), world(500, 1, adversarial=True))
+    rows = world(20, 5)
+    named = {r["concept"] for reasons in filt.explain(rows, top=2) for r in reasons}
+    filt.unreliable = sorted(named)[:1]
+    loaded = ConceptFilter.load(filt.save(tmp_path / "bundle"))
+    for explainer in (filt, loaded):
+        reasons = explainer.explain(rows, top=2)
+        assert all(len(r) == 2 for r in reasons)
+        assert filt.unreliable[0] not in {r["concept"] for rs in reasons for r in rs}
+    loaded.unreliable = list(loaded.concept_names)  # a VLM that did not see the classes: nothing to name
+    assert loaded.explain(rows) == [[] for _ in range(20)]
+
+
 def test_missing_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no filter bundle"):
         ConceptFilter.load(tmp_path)

@@ -22,7 +22,7 @@ Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class ConceptFilter:
     gaussians: dict[str, np.ndarray] | None = None  # class means (K, D) and tied precision (D, D) of features
     thresholds: dict[str, float] | None = None
     fpr: float = 0.05
+    unreliable: list[str] = field(default_factory=list)  # concepts the trust check did not back: never named
 
     # --- per-input quantities -------------------------------------------------------------
     def heatmaps(self, batch: dict) -> dict[str, np.ndarray]:
@@ -173,14 +174,16 @@ class ConceptFilter:
         return {"verdict": verdict.astype(object)} | scores
 
     def explain(self, batch: dict, top: int = 3) -> list[list[dict]]:
-        """Per input, the concepts furthest from what correct predictions of its class look like."""
+        """Per input, the concepts furthest from what correct predictions of its class look like (among those
+        the trust check backs: none when the VLM did not recognise the classes)."""
         predicted = np.asarray(batch["prediction"], np.int64)
         z = self.heatmaps(batch)["aligned"]
         typical = self.references["correct"][predicted]
+        named = np.array([c not in self.unreliable for c in self.concept_names])
         out = []
         for i in range(len(z)):
             gap = z[i] - typical[i]
-            order = np.argsort(-np.abs(gap))[:top]
+            order = [j for j in np.argsort(-np.abs(gap)) if named[j]][:top]
             out.append([{"concept": self.concept_names[j], "z": float(z[i, j]), "typical_z": float(typical[i, j]),
                          "text": f"{self.concept_names[j]} {'higher' if gap[j] > 0 else 'lower'} than in correct "
                                  f"'{self.class_names[predicted[i]]}' predictions ({z[i, j]:+.1f} vs "
@@ -199,6 +202,7 @@ class ConceptFilter:
         np.savez(folder / "filter.npz", **arrays)
         info = {"concept_names": self.concept_names, "class_names": self.class_names, "signals": list(SIGNALS),
                 "heads": list(self.heads), "thresholds": self.thresholds, "fpr": self.fpr,
+                "unreliable_concepts": list(self.unreliable),
                 "aligner_r2": self.aligner.r2, "metadata": metadata or {}}
         (folder / "filter.json").write_text(json.dumps(info, indent=2))
         return folder
@@ -221,7 +225,7 @@ class ConceptFilter:
                    heads={h: {k: a[f"head_{h}_{k}"] for k in ("coef", "intercept", "centre", "scale")}
                           for h in info.get("heads", HEADS)},
                    gaussians={k: a[f"gaussian_{k}"] for k in ("means", "precision")},
-                   thresholds=info["thresholds"], fpr=info["fpr"])
+                   thresholds=info["thresholds"], fpr=info["fpr"], unreliable=info.get("unreliable_concepts", []))
 
 
 def take(batch: dict, mask: np.ndarray) -> dict:
