@@ -33,3 +33,54 @@ def demo_done(demo_run, demo_config):
     with contextlib.redirect_stdout(out):
         code = demo.main(["--config", demo_config, f"run.root={demo_run}"])
     return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A fresh small local Ray for the module (any earlier one shut down first)."""
+    import ray
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlflow_cli():
+    """Start a real `mlflow server` / `mlflow ui` on a free loopback port: ``start("server", *args) -> url``,
+    ready when its /health answers; every one started is stopped at the end of the module."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    started = []
+
+    def start(*command: str) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", *command, "--host", "127.0.0.1", "--port", str(port),
+                                 "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        started.append(proc)
+        url, deadline = f"http://127.0.0.1:{port}", time.time() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    return url
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, f"mlflow {command[0]} did not start"
+            time.sleep(0.5)
+
+    yield start
+    for proc in started:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -6,7 +6,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import ray
 from PIL import Image
 
 from conceptlens.jobs import attack
@@ -24,14 +23,6 @@ def source(demo_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("attack-data") / "manifest.parquet"
     pq.write_table(rows, path)
     return path
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def args(demo_run, source, *extra):

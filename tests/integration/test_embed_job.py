@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,14 +45,6 @@ def args(demo_run, dataset, name, *extra):
     return [f"run.root={demo_run}", f"run.name={name}", f"data.source={dataset}", f"data.classes=[{','.join(CLASSES)}]",
             f"classifier.checkpoint={trained['classifier']}", f"vlm.pretrained={trained['vlm']}",
             "embed.batch_size=64", "embed.shard_size=100", "run.device=cpu", *extra]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_embeds_every_row_once_and_rejects_unreadable_images(demo_run, dataset, local_ray, capsys):
@@ -177,32 +168,15 @@ def test_a_killed_model_actor_is_restarted_and_its_batches_retried(demo_run, lar
     assert len(ids) == len(set(ids)) == pq.read_metadata(large_dataset).num_rows
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_runs_on_two_nodes_and_logs_to_a_real_mlflow_server(demo_run, dataset, tmp_path):
+def test_runs_on_two_nodes_and_logs_to_a_real_mlflow_server(demo_run, dataset, tmp_path, mlflow_cli):
     from ray.cluster_utils import Cluster
 
     ray.shutdown()
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                               "--default-artifact-root", str(tmp_path / "artifacts")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = mlflow_cli("server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     "--default-artifact-root", str(tmp_path / "artifacts"))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     cluster.add_node(num_cpus=2)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        uri = f"http://127.0.0.1:{port}"
         assert embed.main(args(demo_run, dataset, "e3", f"ray.address={cluster.address}", "embed.actors=2",
                                "embed.actor_num_cpus=1.5", "embed.decode_num_cpus=0.25",
                                f"mlflow.tracking_uri={uri}")) == 0
@@ -216,5 +190,3 @@ def test_runs_on_two_nodes_and_logs_to_a_real_mlflow_server(demo_run, dataset, t
     finally:
         ray.shutdown()
         cluster.shutdown()
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)

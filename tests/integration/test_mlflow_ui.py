@@ -1,12 +1,6 @@
 """The `mlflow ui` command `conceptlens demo` prints opens the shared store: a real MLflow server over HTTP shows
 the demo's pipeline run, its commands' artifacts and the registered filter."""
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
@@ -15,31 +9,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ui(demo_done):
+def ui(demo_done, mlflow_cli):
     """The printed command, run as printed (plus a free loopback port and one worker); its base URL."""
     code, out = demo_done
     assert code == 0, out[-3000:]
     line = next(line for line in out.splitlines() if "mlflow ui --backend-store-uri" in line)
-    command = line[line.index("mlflow ui"):].split()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert server.poll() is None and time.time() < deadline, "mlflow ui did not start"
-        time.sleep(0.5)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(30)
+    return mlflow_cli(*line[line.index("mlflow ui"):].split()[1:])
 
 
 def test_the_ui_shows_the_pipeline_its_artifacts_and_the_registered_filter(ui, demo_run):

@@ -1,15 +1,8 @@
 """Tracking and the registry through a real `mlflow server` that proxies artifacts (as infra/mlflow.yaml runs it):
 pipeline and command runs over REST, a registered bundle downloaded again from the server."""
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import mlflow
 import pytest
-import requests
 
 from conceptlens.config import load_config
 from conceptlens.pipeline.registry import register_folder
@@ -20,28 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, mlflow_cli):
     folder = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-                             "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, "mlflow server did not start"
-        time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    return mlflow_cli("server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                      "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts")
 
 
 def test_runs_nest_and_a_registered_bundle_comes_back_from_the_server(server, tmp_path):
