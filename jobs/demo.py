@@ -2,7 +2,8 @@
 
 Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
 embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
-inputs (`attack`), then calibrate and evaluate the runtime filter and register it (`monitor`).
+inputs (`attack`), calibrate and evaluate the runtime filter and register it (`monitor`), then score
+every diagnosis against the world's truth (`evaluate`).
 Runs under ``runs/demo/`` unless ``run.name`` says
 otherwise; every step is a child of the run's pipeline run in the MLflow store shared by all runs
 under ``run.root`` (``runs/mlflow.db``).
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from conceptlens.cli import parse_config
-from conceptlens.jobs import analyze, attack, embed, monitor, world
+from conceptlens.jobs import analyze, attack, embed, evaluate, monitor, world
 from conceptlens.pipeline.tracking import tracking_uri, ui_command
 
 
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     analysis = analyze.run(cfg)
     attacks = attack.run(cfg)
     filter_metrics = monitor.run(cfg)
+    scorecard = evaluate.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
     print(world.summary(world_metrics))
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(analyze.report(analysis))
     print(attack.report(attacks))
     print(monitor.report(filter_metrics))
+    print(evaluate.report(scorecard))
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")
     for path in sorted(run.glob("*/*")):
         print(f"  {path}")

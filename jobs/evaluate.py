@@ -1,0 +1,143 @@
+"""conceptlens evaluate: the ground-truth scorecard of a ConceptWorld run.
+
+Reads the run's outputs and its world's truth (``<run>/world/manifest.parquet``) and scores every
+diagnosis: the world (each scenario's slice gap on test; *planted* when ≥ 0.20, later sections score
+only planted ones), the semantic analysis per source (``analyze``'s significant risk-ratio cells
+against the ground-truth risk-ratio heatmap of the analysed rows: precision, recall, direction
+agreement, rank correlation, top blamed concepts, each planted concept's rank), fault localisation
+per scenario, and the runtime filter per planted slice (AUROC of slice errors vs correct test rows).
+A section whose command has not run is reported absent. Writes under ``<run>/evaluate/``:
+``scorecard.json``, ``ground_truth.parquet`` (the ground-truth heatmap) and ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conceptlens.cli import run_command
+from conceptlens.config import Config
+from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
+from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
+from conceptlens.evaluation.render import render_scorecard
+from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
+from conceptlens.jobs.monitor import read_rows
+from conceptlens.pipeline.runs import command_dir, log, run_inputs, write_metrics
+from conceptlens.pipeline.tracking import log_results, mlflow_run
+from conceptlens.runtime.registered import load_bundle
+from conceptlens.semantic import SOURCES
+
+
+def analysed_rows(cfg: Config, analysis: Path) -> dict[str, np.ndarray]:
+    """``id``, ``label_index``, ``prediction`` of the rows ``analyze`` described (``analyze.splits``), checked
+    against the row count ``analyze`` reported."""
+    table = pq.read_table(analysis / "scores.parquet", columns=["id", "split", "label_index", "prediction"])
+    table = table.filter(pc.is_in(table["split"], pa.array(list(cfg.analyze.splits))))
+    reported = json.loads((analysis / "summary.json").read_text())["rows"]
+    if table.num_rows != reported:
+        raise ValueError(f"analyze.splits={list(cfg.analyze.splits)} selects {table.num_rows} rows of "
+                         f"{analysis / 'scores.parquet'}, but analyze described {reported}: set analyze.splits to "
+                         f"the splits analyze ran with")
+    return {name: table[name].to_numpy(zero_copy_only=False) for name in ("id", "label_index", "prediction")}
+
+
+def semantic(cfg: Config, truth: WorldTruth, analysis: Path, planted: list, out: Path) -> dict:
+    """The semantic section of every source; writes the ground-truth heatmap to ``ground_truth.parquet``."""
+    rows = analysed_rows(cfg, analysis)
+    classes = json.loads((analysis / "concepts.json").read_text())["classes"]
+    heatmap = truth_heatmap(truth.present_of(rows["id"]), rows["label_index"], rows["prediction"], classes,
+                            truth.concepts, alpha=cfg.analyze.alpha)
+    pq.write_table(heatmap, out / "ground_truth.parquet")
+    section = {"rows": len(rows["id"]), "splits": list(cfg.analyze.splits), "alpha": cfg.analyze.alpha,
+               "truth": {"cells": heatmap.num_rows, "significant": int(pc.sum(heatmap["significant"]).as_py())}}
+    for source in SOURCES:
+        table = risk_ratio_rows(pq.read_table(analysis / f"heatmaps_{source}.parquet"))
+        section[source] = semantic_scores(table, heatmap, classes, truth.concepts, planted)
+    return section
+
+
+def unscorable_concepts(analysis: Path, truth: WorldTruth) -> str | None:
+    """Why the blamed concepts cannot be scored (``analyze`` used a concept set that is not the world's
+    attribute values), else None."""
+    scored = json.loads((analysis / "concepts.json").read_text())["concepts"]
+    if set(scored) & set(truth.concepts):
+        return None
+    return (f"analyze scored none of the world's attribute values as concepts ({analysis / 'concepts.json'}); "
+            f"`conceptlens analyze analyze.concepts=conceptworld` scores them")
+
+
+def localisation(truth: WorldTruth, analysis: Path, planted: list) -> dict:
+    """Fault localisation per planted scenario over the analysed rows (``faults.parquet``: absent when nothing
+    was misclassified)."""
+    ids = fault = np.array([], object)
+    if (analysis / "faults.parquet").is_file():
+        faults = pq.read_table(analysis / "faults.parquet", columns=["id", "fault"])
+        ids, fault = (faults[name].to_numpy(zero_copy_only=False) for name in ("id", "fault"))
+    summary = json.loads((analysis / "summary.json").read_text())
+    return {"rows": "analysed", "reliable": summary["faults"].get("reliable", True),
+            "scenarios": localisation_section(fault, truth.scenario_of(ids), planted)}
+
+
+def evaluate(cfg: Config, truth: WorldTruth) -> dict:
+    run = Path(cfg.run.root) / cfg.run.name
+    test = read_rows(run / "embed" / "embeddings", ["test"], ["id"])
+    if not len(test["id"]):
+        raise ValueError(f"no test rows in {run / 'embed' / 'embeddings'}: the scorecard measures slices on test "
+                         f"(data.splits must keep test)")
+    out = command_dir(cfg.run, "evaluate")
+    wrong, scenario = test["prediction"] != test["label_index"], truth.scenario_of(test["id"])
+    card = {"run": cfg.run.name, "world": world_section(~wrong, scenario, truth.scenarios), "absent": {}}
+    planted = [s for s in truth.scenarios if card["world"]["scenarios"][s.name]["planted"]]
+    skipped = card["world"]["skipped"]
+    analysis, bundle = run / "analyze", run / "monitor" / "bundle"
+    if (analysis / "scores.parquet").is_file():
+        if why := unscorable_concepts(analysis, truth):
+            card["absent"]["semantic"] = why
+        else:
+            card["semantic"] = semantic(cfg, truth, analysis, planted, out) | {"skipped": skipped}
+        card["localisation"] = localisation(truth, analysis, planted) | {"skipped": skipped}
+    else:
+        for name in ("semantic", "localisation"):
+            card["absent"][name] = f"no `analyze` outputs in {analysis} (run `conceptlens analyze`)"
+    if (bundle / "filter.json").is_file():
+        filt = load_bundle(str(bundle))
+        flagged = filt.verdicts(test)["verdict"] != "accept"
+        card["runtime"] = {"rows": "test", "scenarios": runtime_section(
+            filt.score_all(test)["misclassified"], flagged, wrong, scenario, [s.name for s in planted], filt.fpr),
+            "skipped": skipped}
+    else:
+        card["absent"]["runtime"] = f"no filter bundle in {bundle} (run `conceptlens monitor`)"
+    for name, why in card["absent"].items():
+        log(f"evaluate: no {name} section: {why}")
+    card = finite(card)
+    (out / "scorecard.json").write_text(json.dumps(card, indent=2))
+    write_metrics(out, card)
+    return card
+
+
+def report(card: dict) -> str:
+    return render_scorecard(card)
+
+
+def run(cfg: Config) -> dict:
+    cfg = run_inputs(cfg)
+    truth = WorldTruth.load(Path(cfg.run.root) / cfg.run.name / "world")  # before MLflow: no truth, no run
+    with mlflow_run(cfg, "evaluate"):
+        card = evaluate(cfg, truth)
+        out = command_dir(cfg.run, "evaluate")
+        log_results(card, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet")
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command("evaluate", __doc__, argv, run, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

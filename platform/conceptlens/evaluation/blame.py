@@ -1,0 +1,135 @@
+"""How right the blamed concepts are: ``analyze``'s ``risk_ratio`` heatmap against the ground-truth one.
+
+A *cell* is a (class, concept) pair. The analysis *calls* a cell when its risk ratio is significant
+(BH q < alpha); a cell is *truly significant* when the ground-truth heatmap's is. Precision and
+recall compare the two sets of cells; direction agreement asks whether a correctly called cell
+points the right way (log ratio of the same sign: "present in failures" or "missing in failures").
+A class's *top blamed concept* is its called cell with the largest |log ratio| (the order of
+``responsible_concepts``); it is a *true cause* when that cell is truly significant with the same sign.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import stats
+
+from conceptlens.evaluation.ground_truth import two_valued_partner
+from conceptlens.world import Scenario
+
+MISSING_IN_FAILURES = ("spurious_correlation",)  # kinds whose slice is the rows *without* the attribute value
+
+
+def cells(table: pa.Table, classes: list[str], concepts: list[str], column: str) -> np.ndarray:
+    """One column of a long ``class, concept, ...`` table as a ``(K, C)`` float array, NaN where a cell is
+    missing (for ``analyze``'s tables pass the ``risk_ratio`` rows)."""
+    out = np.full((len(classes), len(concepts)), np.nan)
+    row, col = {c: i for i, c in enumerate(classes)}, {c: j for j, c in enumerate(concepts)}
+    for cls, concept, value in zip(table["class"].to_pylist(), table["concept"].to_pylist(),
+                                   table[column].to_pylist()):
+        if cls in row and concept in col and value is not None:
+            out[row[cls], col[concept]] = float(value)
+    return out
+
+
+def risk_ratio_rows(heatmaps: pa.Table) -> pa.Table:
+    """The ``risk_ratio`` rows of ``analyze``'s long heatmap table."""
+    return heatmaps.filter(pc.equal(heatmaps["kind"], "risk_ratio"))
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def agreement(called: np.ndarray, value: np.ndarray, true: np.ndarray, true_value: np.ndarray) -> dict:
+    """Precision, recall and direction agreement of the ``called`` cells against the ``true`` ones.
+
+    All arguments ``(K, C)``: ``called``, ``true`` bool; ``value``, ``true_value`` log ratios."""
+    hits = called & true
+    same_way = hits & (np.sign(value) == np.sign(true_value))
+    return {"called": int(called.sum()), "truly_significant": int(true.sum()), "hits": int(hits.sum()),
+            "hits_same_direction": int(same_way.sum()),
+            "precision": _share(int(hits.sum()), int(called.sum())),
+            "recall": _share(int(hits.sum()), int(true.sum())),
+            "direction_agreement": _share(int(same_way.sum()), int(hits.sum()))}
+
+
+def blamed(called: np.ndarray, value: np.ndarray, concepts: list[str]) -> list[tuple[str, float]]:
+    """One class's blamed concepts, ``(concept, log ratio)``, the largest |log ratio| first.
+    ``called``, ``value``: ``(C,)``."""
+    order = np.argsort(-np.abs(np.nan_to_num(value)), kind="stable")
+    return [(concepts[j], float(value[j])) for j in order if called[j]]
+
+
+def top_causes(called: np.ndarray, value: np.ndarray, true: np.ndarray, true_value: np.ndarray,
+               classes: list[str], concepts: list[str]) -> dict:
+    """Per class its top blamed concept, whether it is a true cause, and the true causes (largest |log ratio|
+    first); ``share`` = classes whose top blamed concept is a true cause / classes that have a true cause
+    (``classes_with_true_cause``)."""
+    per_class, good, with_cause = {}, 0, 0
+    for k, cls in enumerate(classes):
+        found = blamed(called[k], value[k], concepts)
+        j = concepts.index(found[0][0]) if found else None
+        is_cause = j is not None and bool(true[k, j]) and bool(np.sign(value[k, j]) == np.sign(true_value[k, j]))
+        has_cause = bool(true[k].any())
+        with_cause += int(has_cause)
+        good += int(has_cause and is_cause)
+        per_class[cls] = {"top": found[0][0] if found else None, "true_cause": is_cause,
+                          "true_causes": [c for c, _ in blamed(true[k], true_value[k], concepts)]}
+    return {"classes_with_true_cause": with_cause, "top_is_true_cause": good, "share": _share(good, with_cause),
+            "per_class": per_class}
+
+
+def rank_correlation(value: np.ndarray, true_value: np.ndarray) -> float | None:
+    """Spearman's rank correlation of two ``(K, C)`` log-ratio maps over the cells where both are finite."""
+    ok = np.isfinite(value) & np.isfinite(true_value)
+    if ok.sum() < 3:
+        return None
+    return float(stats.spearmanr(value[ok], true_value[ok]).statistic)
+
+
+def names_cause(concept: str, log_ratio: float, scenario: Scenario) -> bool:
+    """Whether a blamed cell names the scenario's cause, the right way round: its attribute value missing in
+    failures for a spurious correlation, present otherwise; for a two-valued group the other value the
+    other way (``lighting=bright`` missing in failures names ``lighting=dark`` present)."""
+    sign = -1 if scenario.kind in MISSING_IN_FAILURES else 1
+    if concept == scenario.attribute:
+        return np.sign(log_ratio) == sign
+    return concept == two_valued_partner(scenario.attribute) and np.sign(log_ratio) == -sign
+
+
+def cause_rank(found: list[tuple[str, float]], scenario: Scenario) -> dict:
+    """Where the scenario's cause sits among a class's blamed concepts (``found``, in rank order):
+    ``rank`` (1 = first; None when not blamed), the ``concept`` that names it and its ``risk_ratio``."""
+    for rank, (concept, log_ratio) in enumerate(found, 1):
+        if names_cause(concept, log_ratio, scenario):
+            return {"rank": rank, "concept": concept, "risk_ratio": float(np.exp(log_ratio)), "blamed": len(found)}
+    return {"rank": None, "concept": None, "risk_ratio": None, "blamed": len(found)}
+
+
+def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], concepts: list[str],
+                    scenarios: list[Scenario]) -> dict:
+    """The semantic section for one source.
+
+    ``analysis``: ``analyze``'s ``risk_ratio`` rows (``class, concept, value, significant, reliable``);
+    ``truth``: :func:`~conceptlens.evaluation.ground_truth.truth_heatmap`; ``scenarios``: the planted ones.
+    Precision, recall, direction agreement and top causes are given over all called cells (``all``) and
+    over those the trust check backs (``reliable``); ``planted`` ranks each scenario's cause per class."""
+    value = cells(analysis, classes, concepts, "value")
+    significant = np.nan_to_num(cells(analysis, classes, concepts, "significant")) > 0
+    reliable = (np.nan_to_num(cells(analysis, classes, concepts, "reliable"), nan=1.0) > 0
+                if "reliable" in analysis.column_names else np.ones_like(significant))  # runs before the trust check
+    true_value = cells(truth, classes, concepts, "value")
+    true = np.nan_to_num(cells(truth, classes, concepts, "significant")) > 0
+    out = {"rank_correlation": rank_correlation(value, true_value)}
+    for scope, called in (("all", significant), ("reliable", significant & reliable)):
+        out[scope] = agreement(called, value, true, true_value) | {
+            "top_cause": top_causes(called, value, true, true_value, classes, concepts)}
+    out["planted"] = {}
+    for s in scenarios:
+        out["planted"][s.name] = {}
+        for cls in (c for c in s.classes if c in classes):
+            k = classes.index(cls)
+            out["planted"][s.name][cls] = cause_rank(blamed(significant[k], value[k], concepts), s) | {
+                "rank_reliable": cause_rank(blamed(significant[k] & reliable[k], value[k], concepts), s)["rank"]}
+    return out

@@ -1,0 +1,59 @@
+"""The scorecard as a printed table."""
+from __future__ import annotations
+
+from conceptlens.semantic import SOURCES
+
+
+def _num(x, fmt: str = ".2f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def render_scorecard(card: dict) -> str:
+    """The scorecard (``evaluate``'s ``scorecard.json``) as the printed table: one block per section, then the
+    absent sections and the skipped scenarios."""
+    w = card["world"]
+    lines = [f"scorecard of run '{card['run']}' against the world's truth",
+             f"world (test, accuracy outside the slices {w['accuracy_rest']:.3f}; planted = gap ≥ {w['min_gap']:.2f})",
+             f"  {'scenario':<20}{'kind':<22}{'n':>6}{'accuracy':>10}{'gap':>8}  planted"]
+    lines += [f"  {n:<20}{s['kind']:<22}{s['n']:>6}{_num(s['accuracy'], '.3f'):>10}{_num(s['gap'], '.3f'):>8}  "
+              f"{'yes' if s['planted'] else 'no (skipped below)'}" for n, s in w["scenarios"].items()]
+    if "semantic" in card:
+        sem = card["semantic"]
+        lines += [f"semantic analysis ({sem['rows']} analysed rows; ground truth: {sem['truth']['significant']} of "
+                  f"{sem['truth']['cells']} cells significant, Fisher + BH at {sem['alpha']})",
+                  f"  {'source':<9}{'called':>7}{'hits':>6}{'precision':>11}{'recall':>8}{'direction':>11}"
+                  f"{'rank ρ':>8}  top blamed = true cause"]
+        for source in SOURCES:
+            s = sem[source]
+            for scope in ("all", "reliable"):
+                a, t = s[scope], s[scope]["top_cause"]
+                lines.append(f"  {source if scope == 'all' else '  reliable':<9}{a['called']:>7}{a['hits']:>6}"
+                             f"{_num(a['precision']):>11}{_num(a['recall']):>8}{_num(a['direction_agreement']):>11}"
+                             f"{_num(s['rank_correlation']) if scope == 'all' else '':>8}  "
+                             f"{t['top_is_true_cause']} of {t['classes_with_true_cause']} classes")
+        lines.append("  planted cause's rank among its class's blamed concepts:")
+        for name, per_class in sem[SOURCES[0]]["planted"].items():
+            for cls in per_class:
+                ranks = ", ".join(f"{src} {_rank(sem[src]['planted'][name][cls])}" for src in SOURCES)
+                lines.append(f"    {name:<20}{cls:<10}{ranks}")
+    if "localisation" in card:
+        lines.append("fault localisation (analysed rows): errors blamed on encoder / head"
+                     + ("" if card["localisation"]["reliable"] else " (unreliable: the VLM does not see the classes)"))
+        for name, s in card["localisation"]["scenarios"].items():
+            truth = f"truth {s['truth']}: {_num(s['agreement'])}" if s["truth"] else "truth unknown"
+            lines.append(f"  {name:<20}{s['errors']:>5} errors  encoder {_num(s['encoder_share'])}  "
+                         f"head {_num(s['head_share'])}  {truth}")
+    if "runtime" in card:
+        lines.append("runtime filter (test): misclassification score, slice errors vs correct rows")
+        for name, s in card["runtime"]["scenarios"].items():
+            lines.append(f"  {name:<20}{s['errors']:>5} errors  AUROC {_num(s['auroc'], '.3f')}  "
+                         f"flagged {_num(s['flagged'])}")
+    lines += [f"{name}: absent, {why}" for name, why in card["absent"].items()]
+    if card["world"]["skipped"]:
+        lines.append(f"skipped (not planted): {', '.join(card['world']['skipped'])}")
+    return "\n".join(lines)
+
+
+def _rank(r: dict) -> str:
+    return f"{r['rank']} of {r['blamed']} ({r['concept']} ×{r['risk_ratio']:.2f})" if r["rank"] else \
+        f"not blamed ({r['blamed']} blamed)"

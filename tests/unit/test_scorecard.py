@@ -1,0 +1,194 @@
+"""The scorecard's pieces on small tables whose answers are worked out by hand: the ground-truth risk-ratio
+heatmap, precision / recall / direction / top causes of blamed cells, planted ranks (two-valued groups
+included), and the world, localisation and runtime sections."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conceptlens.evaluation.blame import (agreement, cause_rank, names_cause, rank_correlation, semantic_scores,
+                                          top_causes)
+from conceptlens.evaluation.ground_truth import NO_TRUTH, WorldTruth, concept_names, truth_heatmap, two_valued_partner
+from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
+from conceptlens.semantic import HeatmapAccumulator
+from conceptlens.world import Scenario
+from conceptlens.world.generate import manifest_schema
+
+CLASSES = ["circle", "square"]
+CONCEPTS = ["lighting=dark", "lighting=bright", "color=red"]
+DARK_CIRCLE = Scenario("dark_circle", "rare_subgroup", ("circle",), "lighting=dark")
+
+
+def small_world():
+    """10 circles: the 5 dark ones all fail, the 5 bright ones are all right; red on 2 of each half (no effect).
+    10 squares, all right. Per (class, concept): present × failed counts."""
+    labels = np.array([0] * 10 + [1] * 10)
+    predictions = np.array([1] * 5 + [0] * 5 + [1] * 10)
+    dark = np.array([True] * 5 + [False] * 5 + [True, False] * 5)
+    red = np.zeros(20, bool)
+    red[[0, 1, 5, 6, 10]] = True
+    return np.column_stack([dark, ~dark, red]), labels, predictions
+
+
+def test_truth_heatmap_counts_ratios_fisher_and_bh_by_hand():
+    present, labels, predictions = small_world()
+    t = truth_heatmap(present, labels, predictions, CLASSES, CONCEPTS).to_pylist()
+    dark, bright, red = t[0], t[1], t[2]
+    assert (dark["failed_present"], dark["n_present"], dark["failed_absent"], dark["n_absent"]) == (5, 5, 0, 5)
+    assert dark["rate_present"] == 1.0 and dark["rate_absent"] == 0.0
+    # +0.5 smoothing: log((5.5 / 6) / (0.5 / 6)) = log 11; bright is the mirror image; red 2/4 vs 3/6: log 1
+    assert dark["value"] == pytest.approx(math.log(11)) and bright["value"] == pytest.approx(-math.log(11))
+    assert red["value"] == pytest.approx(0.0)
+    # Fisher, [[5, 0], [0, 5]]: both extreme tables, 2 / C(10, 5); [[2, 2], [3, 3]]: 1
+    assert dark["p"] == pytest.approx(2 / 252) and bright["p"] == pytest.approx(2 / 252)
+    assert red["p"] == pytest.approx(1)
+    # BH over the 3 tested cells: (2/252) * 3 / 2 for both ranks 1 and 2 (step-down minimum)
+    assert dark["q"] == pytest.approx(1 / 84) and bright["q"] == pytest.approx(1 / 84) and red["q"] == pytest.approx(1)
+    assert [r["significant"] for r in t[:3]] == [True, True, False]
+    squares = t[3:]  # never fail: not tested, never significant
+    assert all(math.isnan(r["p"]) and not r["significant"] for r in squares)
+
+
+def test_truth_heatmap_uses_the_analysis_statistics():
+    """Fed the true presence as 0/1 scores (present iff z > 0), the analysis' own risk-ratio heatmap gives the same
+    ratios, p- and q-values: the scorecard measures the analysis with its own yardstick, only the presence differs."""
+    rng = np.random.default_rng(0)
+    present = rng.random((400, 3)) < [0.3, 0.5, 0.2]
+    labels = rng.integers(0, 2, 400)
+    fails = rng.random(400) < np.where(present[:, 0], 0.5, 0.1)
+    predictions = np.where(fails, 1 - labels, labels)
+    ours = truth_heatmap(present, labels, predictions, CLASSES, CONCEPTS)
+    acc = HeatmapAccumulator(CLASSES, CONCEPTS, presence_threshold=0.0)
+    acc.update(present.astype(float), labels, predictions)
+    acc.freeze()
+    acc.update_presence(present.astype(float), labels, predictions)
+    theirs = acc.tables()
+    theirs = theirs.filter(pc.equal(theirs["kind"], "risk_ratio"))
+    for column in ("value", "p", "q", "significant"):
+        assert np.allclose(ours[column].to_numpy(zero_copy_only=False).astype(float),
+                           theirs[column].to_numpy(zero_copy_only=False).astype(float)), column
+    assert ours["significant"].to_pylist()[0]  # the planted effect is found
+
+
+def analysis_table(cells: dict, unreliable=()) -> pa.Table:
+    """``analyze``'s risk-ratio rows from ``{(class, concept): (log ratio, significant)}``; other cells 0, not called."""
+    rows = []
+    for cls in CLASSES:
+        for c in CONCEPTS:
+            value, significant = cells.get((cls, c), (0.0, False))
+            rows.append({"kind": "risk_ratio", "class": cls, "concept": c, "value": value,
+                         "q": 0.01 if significant else 0.9, "significant": significant, "reliable": c not in unreliable})
+    return pa.Table.from_pylist(rows)
+
+
+def test_precision_recall_direction_and_top_cause_with_a_false_call():
+    present, labels, predictions = small_world()
+    truth = truth_heatmap(present, labels, predictions, CLASSES, CONCEPTS)  # true: circle × dark (+), bright (−)
+    analysis = analysis_table({("circle", "color=red"): (3.0, True), ("circle", "lighting=dark"): (2.0, True),
+                               ("circle", "lighting=bright"): (-1.5, True)}, unreliable=["color=red"])
+    s = semantic_scores(analysis, truth, CLASSES, CONCEPTS, [DARK_CIRCLE])
+    a = s["all"]
+    assert (a["called"], a["truly_significant"], a["hits"]) == (3, 2, 2)
+    assert a["precision"] == pytest.approx(2 / 3) and a["recall"] == 1.0 and a["direction_agreement"] == 1.0
+    # the top blamed concept is red, which is no cause: 0 of the 1 class with a true cause
+    assert a["top_cause"]["per_class"]["circle"] == {"top": "color=red", "true_cause": False,
+                                                     "true_causes": ["lighting=dark", "lighting=bright"]}
+    assert (a["top_cause"]["top_is_true_cause"], a["top_cause"]["classes_with_true_cause"]) == (0, 1)
+    r = s["reliable"]  # without the unreliable red: both calls right, the top one a true cause
+    assert (r["called"], r["precision"], r["top_cause"]["share"]) == (2, 1.0, 1.0)
+    planted = s["planted"]["dark_circle"]["circle"]
+    assert (planted["rank"], planted["concept"], planted["blamed"], planted["rank_reliable"]) == \
+        (2, "lighting=dark", 3, 1)
+    assert planted["risk_ratio"] == pytest.approx(math.exp(2.0))
+
+
+def test_a_call_the_wrong_way_round_counts_as_a_hit_but_not_as_agreement():
+    called = np.array([[True, True]])
+    out = agreement(called, np.array([[1.0, 1.0]]), np.array([[True, True]]), np.array([[2.0, -2.0]]))
+    assert out["precision"] == 1.0 and out["direction_agreement"] == 0.5 and out["hits_same_direction"] == 1
+    tops = top_causes(np.array([[True, False]]), np.array([[-1.0, 0.0]]), np.array([[True, False]]),
+                      np.array([[2.0, 0.0]]), ["circle"], ["a", "b"])
+    assert tops["top_is_true_cause"] == 0  # blamed, truly significant, but pointing the wrong way
+
+
+def test_nothing_called_or_nothing_true_gives_no_rate():
+    none = np.zeros((1, 2), bool)
+    out = agreement(none, np.zeros((1, 2)), none, np.zeros((1, 2)))
+    assert out["precision"] is None and out["recall"] is None and out["direction_agreement"] is None
+
+
+def test_a_two_valued_group_names_the_same_cause_either_way():
+    assert two_valued_partner("lighting=dark") == "lighting=bright" and two_valued_partner("background=water") is None
+    assert names_cause("lighting=dark", 1.2, DARK_CIRCLE) and names_cause("lighting=bright", -1.2, DARK_CIRCLE)
+    assert not names_cause("lighting=bright", 1.2, DARK_CIRCLE) and not names_cause("lighting=dark", -1.2, DARK_CIRCLE)
+    water = Scenario("star_on_water", "spurious_correlation", ("star",), "background=water")
+    assert names_cause("background=water", -3.0, water) and not names_cause("background=water", 3.0, water)
+    assert not names_cause("background=grass", 3.0, water)  # four values: grass present is not water absent
+    # "large absent in failures" ranks a small-objects scenario as found
+    small = Scenario("small_stars", "rare_subgroup", ("star",), "size=small")
+    assert cause_rank([("color=red", 2.0), ("size=large", -1.0)], small)["rank"] == 2
+    assert cause_rank([("size=large", 1.0)], small) == {"rank": None, "concept": None, "risk_ratio": None, "blamed": 1}
+
+
+def test_rank_correlation_by_hand():
+    value = np.array([[1.0, 2.0, 3.0, 4.0, np.nan]])
+    truth = np.array([[10.0, 20.0, 40.0, 30.0, 5.0]])
+    # d = (0, 0, 1, -1): 1 - 6 * 2 / (4 * 15) = 0.8 (the NaN cell is left out)
+    assert rank_correlation(value, truth) == pytest.approx(0.8)
+
+
+def test_world_section_marks_planted_and_skipped_scenarios():
+    scenarios = [DARK_CIRCLE, Scenario("fog", "blind_spot", ("hexagon",), "weather=fog"),
+                 Scenario("empty", "blind_spot", ("cross",), "weather=snow")]
+    scenario = np.array([None] * 10 + ["dark_circle"] * 4 + ["fog"] * 5, object)
+    correct = np.array([True] * 9 + [False] + [True] + [False] * 3 + [True] * 4 + [False])
+    w = world_section(correct, scenario, scenarios)
+    assert w["accuracy_rest"] == pytest.approx(0.9)
+    assert w["scenarios"]["dark_circle"]["gap"] == pytest.approx(0.65) and w["scenarios"]["dark_circle"]["planted"]
+    assert w["scenarios"]["fog"]["gap"] == pytest.approx(0.1) and not w["scenarios"]["fog"]["planted"]
+    assert w["planted"] == ["dark_circle"] and w["skipped"] == ["fog", "empty"]  # no rows: nothing planted
+    assert finite(w)["scenarios"]["empty"]["gap"] is None
+
+
+def test_localisation_shares_and_a_known_truth():
+    fault = np.array(["encoder", "head", "head", "encoder", "head", "head"], object)
+    scenario = np.array(["dark_circle", "dark_circle", "dark_circle", None, "edited", "edited"], object)
+    edited = SimpleNamespace(name="edited", kind="head_fault")  # a kind whose truth is known: the head
+    out = localisation_section(fault, scenario, [DARK_CIRCLE, edited])
+    assert out["dark_circle"] == {"errors": 3, "encoder": 1, "head": 2, "encoder_share": pytest.approx(1 / 3),
+                                  "head_share": pytest.approx(2 / 3), "truth": None, "agreement": None}
+    assert out["edited"]["truth"] == "head" and out["edited"]["agreement"] == 1.0
+    assert out["natural"]["errors"] == 1 and out["natural"]["encoder_share"] == 1.0
+
+
+def test_runtime_auroc_per_slice_by_hand():
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.25])
+    wrong = np.array([False] * 4 + [True] * 3)
+    scenario = np.array([None, "dark_circle", None, None, "dark_circle", "dark_circle", None], object)
+    flagged = score > 0.55
+    out = runtime_section(score, flagged, wrong, scenario, ["dark_circle"], fpr=0.25)
+    assert out["dark_circle"]["auroc"] == 1.0 and out["dark_circle"]["errors"] == 2
+    assert out["dark_circle"]["flagged"] == 0.5  # 0.6 is, 0.5 is not
+    assert out["natural"]["auroc"] == 0.5  # 0.25 beats 2 of the 4 correct rows
+    assert out["overall"]["auroc"] == pytest.approx(10 / 12) and out["overall"]["n"] == 7
+
+
+def test_world_truth_reads_the_manifest_and_refuses_unknown_ids(tmp_path):
+    with pytest.raises(FileNotFoundError, match=NO_TRUTH):
+        WorldTruth.load(tmp_path)
+    schema = manifest_schema()
+    rows = [{f.name: False if pa.types.is_boolean(f.type) else None for f in schema} for _ in range(2)]
+    rows[0] |= {"id": "a", "scenario": "dark_circle", "lighting_dark": True}
+    rows[1] |= {"id": "b", "lighting_bright": True}
+    pq.write_table(pa.Table.from_pylist(rows, schema), tmp_path / "manifest.parquet")
+    truth = WorldTruth.load(tmp_path)
+    assert truth.concepts == concept_names() and len(truth.concepts) == 22
+    assert list(truth.scenario_of(np.array(["b", "a"]))) == [None, "dark_circle"]
+    got = truth.present_of(np.array(["a"]))[0]
+    assert [truth.concepts[j] for j in np.flatnonzero(got)] == ["lighting=dark"]
+    with pytest.raises(ValueError, match="'zzz'.*not in this run's world"):
+        truth.scenario_of(np.array(["a", "zzz"]))
