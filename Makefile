@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/conceptlens demo --config conf/demo.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=25  # the slowest tests: where the CI budget goes
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
