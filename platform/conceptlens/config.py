@@ -153,7 +153,7 @@ class AttackConfig:
 class MonitorConfig:
     fpr: float = 0.05  # target false-alarm rate on correct clean calib inputs; sets the thresholds
     knn_k: int = 50  # the k-NN baseline's k
-    model_name: str = "conceptlens-filter"  # MLflow registered model of the filter bundle; "" = do not register
+    model_name: Optional[str] = "conceptlens-filter"  # MLflow registered model of the bundle; empty (monitor.model_name=) = do not register
     alias: str = "champion"  # alias set on the new version
 
 

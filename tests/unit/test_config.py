@@ -51,3 +51,8 @@ def test_hash_changes_with_content_only():
     a, b = load_config(), load_config()
     assert config_hash(a.world) == config_hash(b.world)
     assert config_hash(a.world) != config_hash(load_config([], ["world.seed=5"]).world)
+
+
+def test_an_empty_value_from_the_command_line_turns_registration_off():
+    assert load_config([], ["monitor.model_name="]).monitor.model_name is None
+    assert load_config([], []).monitor.model_name == "conceptlens-filter"
