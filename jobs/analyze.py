@@ -41,6 +41,8 @@ from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
 CV_FOLDS = 5  # aligner R² by cross-validation when analyze.fit_split leaves no rows out
+
+
 def embeddings_dir(cfg: Config) -> Path:
     path = Path(cfg.analyze.embeddings) if cfg.analyze.embeddings else embed_folder(cfg) / "embeddings"
     if not any(path.glob("*.parquet")):
