@@ -27,7 +27,7 @@ from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
-from conceptlens.jobs.monitor import read_rows
+from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.runs import command_dir, log, run_inputs, write_metrics
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.runtime.registered import load_bundle

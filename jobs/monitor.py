@@ -20,7 +20,6 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conceptlens.semantic.aligner import Aligner
@@ -29,24 +28,11 @@ from conceptlens.config import Config
 from conceptlens.runtime.detectors import BASELINES, KNN, detection_metrics, threshold_at_fpr
 from conceptlens.pipeline.runs import command_dir, log, model_spec, run_inputs, write_metrics
 from conceptlens.runtime.filter import SIGNALS, ConceptFilter
-from conceptlens.pipeline.shards import vectors
+from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.registry import register_folder
 from conceptlens.runtime.bundle import save_bundle
 from conceptlens.runtime.registered import FilterPyfunc
 from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
-
-COLUMNS = ["split", "label_index", "prediction", "logits", "features", "vlm_embedding"]
-
-
-def read_rows(folder: Path, splits: Sequence[str], extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """The given splits of an embeddings table as a NumPy batch (vectors as 2-D arrays)."""
-    if not any(folder.glob("*.parquet")):
-        raise FileNotFoundError(f"no embeddings at {folder}")
-    table = pq.read_table(folder, columns=COLUMNS + list(extra))
-    table = table.filter(pc.is_in(table["split"], pa.array(list(splits))))
-    return {name: vectors(table[name]) if pa.types.is_fixed_size_list(table.schema.field(name).type)
-            else table[name].to_numpy() for name in table.column_names}
-
 
 def load_filter(analysis: Path) -> ConceptFilter:
     """A filter on the run's concept analysis; the concepts its trust check did not back (all of them when the VLM

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
@@ -187,3 +188,17 @@ def write_text_atomic(text: str, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     tmp.rename(path)
+
+
+ROW_BATCH_COLUMNS = ["split", "label_index", "prediction", "logits", "features", "vlm_embedding"]
+
+
+def read_rows(folder: Path, splits: Sequence[str], extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The given splits of an embeddings table (a folder of Parquet shards) as a NumPy batch: the model columns
+    every detector reads, plus ``extra``; vectors as 2-D arrays."""
+    if not any(folder.glob("*.parquet")):
+        raise FileNotFoundError(f"no embeddings at {folder}")
+    table = pq.read_table(folder, columns=ROW_BATCH_COLUMNS + list(extra))
+    table = table.filter(pc.is_in(table["split"], pa.array(list(splits))))
+    return {name: vectors(table[name]) if pa.types.is_fixed_size_list(table.schema.field(name).type)
+            else table[name].to_numpy() for name in table.column_names}
