@@ -228,9 +228,9 @@ def report(summary: dict) -> str:
         return "\n".join(lines)
     lines += [f"{summary['misclassified']} of {summary['rows']} rows misclassified: encoder {f['encoder']} "
               f"({(f['encoder_share'] or 0):.0%}), head {f['head']} ({(f['head_share'] or 0):.0%})",
-              "top responsible concepts per class (aligned encoder features; ×: how much more often the class "
-              "fails with the concept present):"]
-    for cls, items in summary["responsible"]["aligned"].items():
+              "concepts that go with failure, per class (VLM; ×: how much more often the class fails with the "
+              "concept present; the aligned source, what the encoder itself represents, is in summary.json):"]
+    for cls, items in summary["responsible"]["vlm"].items():
         named = [f"{r['concept']} ×{r['risk_ratio']:.2f}" for r in items if r["reliable"]][:3]
         lines.append(f"  {cls:<10} {', '.join(named) or 'none significant'}")
     return "\n".join(lines)

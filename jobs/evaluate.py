@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
+from conceptlens.evaluation.goals import goals
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
@@ -116,6 +117,7 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
     for name, why in card["absent"].items():
         log(f"evaluate: no {name} section: {why}")
     card = finite(card)
+    card["goals"] = goals(card)
     (out / "scorecard.json").write_text(json.dumps(card, indent=2))
     write_metrics(out, card)
     return card

@@ -26,6 +26,15 @@ COMMANDS = {
 }
 
 
+class ChecksFailed(RuntimeError):
+    """A job wrote its outputs, but they fail a check the user must act on (the message says how);
+    ``result`` is what the job returned, for its report."""
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message)
+        self.result = result
+
+
 def parse_config(prog: str, description: str, argv: Sequence[str] | None) -> Config:
     """Parse ``[--config FILE ...] [key=value ...]`` into a Config; exit 2 with the key named on error."""
     parser = argparse.ArgumentParser(prog=f"conceptlens {prog}", description=description)
@@ -44,7 +53,8 @@ def run_command(prog: str, description: str, argv: Sequence[str] | None, run: Ca
     """A command's ``main``: parse the config, ``run`` it, print ``report(result)`` and the output folder.
     Bad input (``ValueError``, ``FileNotFoundError``) prints the reason and exits with 2; a job that could not
     finish its output (:class:`~conceptlens.pipeline.shards.IncompleteShards`: rows lost on the way) prints the
-    reason and exits with 1."""
+    reason and exits with 1, as does one whose output fails its checks (:class:`ChecksFailed`), after its
+    report."""
     cfg = parse_config(prog, description, argv)
     try:
         result = run(cfg)
@@ -54,9 +64,19 @@ def run_command(prog: str, description: str, argv: Sequence[str] | None, run: Ca
     except IncompleteShards as err:
         print(f"conceptlens {prog}: failed: {err}", file=sys.stderr)
         return 1
+    except ChecksFailed as err:
+        report_failure(prog, err, report)
+        return 1
     print(report(result))
     print(f"outputs: {Path(cfg.run.root) / cfg.run.name / prog}")
     return 0
+
+
+def report_failure(prog: str, err: ChecksFailed, report: Callable[[Any], str]) -> None:
+    """Print the failed job's report (when it has a result) and why it failed."""
+    if err.result is not None:
+        print(report(err.result))
+    print(f"conceptlens {prog}: failed: {err}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

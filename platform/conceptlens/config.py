@@ -23,11 +23,16 @@ class ConfigError(ValueError):
 @dataclass
 class ScenarioConfig:
     name: str = MISSING
-    kind: str = MISSING  # spurious_correlation | blind_spot | rare_subgroup
+    kind: str = MISSING  # spurious_correlation | blind_spot | rare_subgroup | head_fault
     classes: List[str] = MISSING
     attribute: str = MISSING  # <group>=<value>, e.g. background=water
-    strength: float = 0.95  # spurious_correlation: P(value | class) in the classifier's training data
+    # spurious_correlation: P(value | class) in the classifier's training data;
+    # head_fault: share of the classes' training images with the value that the edited head sends to target
+    strength: float = 0.95
     rate: float = 0.02  # rare_subgroup: share of the subgroup kept in the classifier's training data
+    # spurious_correlation: P(value | any other class) in the classifier's training data; None = natural
+    other_strength: Optional[float] = None
+    target: Optional[str] = None  # head_fault (required): the class the edited head sends the slice to
 
 
 def _default_scenarios() -> List[ScenarioConfig]:
@@ -46,6 +51,9 @@ class WorldConfig:
     splits: Dict[str, int] = field(
         default_factory=lambda: {"train": 8000, "vlm": 14000, "calib": 3000, "test": 3000})
     scenarios: List[ScenarioConfig] = field(default_factory=_default_scenarios)
+    # `world` fails (exit 1) when a scenario's slice gap on test stays under 0.20: it planted nothing worth
+    # debugging. true = report it and go on (e.g. to study what a weak scenario does).
+    allow_unplanted: bool = False
 
 
 @dataclass
@@ -129,7 +137,7 @@ class AnalyzeConfig:
     fit_split: str = "calib"  # the aligner is fitted on this split
     splits: List[str] = field(default_factory=lambda: ["calib", "test"])  # the rows the heatmaps describe
     ridge: float = 0.01  # aligner regularisation, relative to the mean feature variance
-    presence_threshold: float = 1.0  # binarized heatmaps: a concept is present where its z-score exceeds this
+    presence_threshold: float = 1.0  # binarized heatmaps: a free-standing concept is present where its z-score exceeds this (group=value concepts: the top value of the group)
     alpha: float = 0.05  # false discovery rate of the differential tests (Benjamini-Hochberg)
     top: int = 5  # responsible concepts named per class
     min_vlm_skill: float = 0.2  # trust check: VLM zero-shot skill over chance, (acc - 1/K) / (1 - 1/K), below = unreliable
@@ -228,6 +236,16 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
 def to_dict(section: Any) -> dict:
     """A plain dict of a config (section), for hashing, logging and saving."""
     return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)
+
+
+def world_key(world: WorldConfig) -> dict:
+    """What a world's content depends on, for cache keys: ``world`` as a dict without ``allow_unplanted`` (a
+    check, not content) and without scenario fields left unset (None), so a config written before an optional
+    field existed keeps its key, and its cached world and models."""
+    out = to_dict(world)
+    out.pop("allow_unplanted")
+    out["scenarios"] = [{k: v for k, v in s.items() if v is not None} for s in out["scenarios"]]
+    return out
 
 
 def config_hash(*sections: Any) -> str:

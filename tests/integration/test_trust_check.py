@@ -40,7 +40,7 @@ def test_a_blind_vlm_is_reported_and_nothing_is_presented_as_a_finding(blind, ca
     assert analyze.main(args) == 0
     printed = capsys.readouterr().out
     assert "warning: the VLM does not recognise these classes" in printed
-    assert "encoder" not in printed and "top responsible concepts" not in printed
+    assert "encoder" not in printed and "concepts that go with failure" not in printed
     summary = json.loads((out / "summary.json").read_text())
     assert not summary["trust"]["sees_classes"] and summary["trust"]["skill"] < 0.2
     assert summary["faults"]["reliable"] is False

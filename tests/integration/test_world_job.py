@@ -52,7 +52,7 @@ def test_demo_reuses_the_cache_and_summarises(demo_done):
     assert code == 0
     assert out.count("reusing") == 3  # world, classifier, tiny CLIP
     assert "ConceptLens demo" in out and "star_on_water" in out and "zero-shot" in out
-    assert "top responsible concepts" in out and "embeddings table: 6000 rows" in out
+    assert "concepts that go with failure" in out and "embeddings table: 6000 rows" in out
 
 
 def test_the_run_is_tracked_in_mlflow(run_root, demo_done, demo_config):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from conceptlens.models import concept_groups
 from conceptlens.semantic.aligner import Aligner, AlignerFit, HeldOutR2
 from conceptlens.semantic.analysis import ConceptAnalysis
 from conceptlens.models.concepts import fill, load_concepts
@@ -79,6 +80,18 @@ def test_differential_heatmap_blames_the_planted_concept_only():
     assert freq[1, 2] == pytest.approx((z[labels == 1, 2] > 1.0).mean())
     low = matrix(table, "ground_truth", ["a", "b", "c"], ["w", "x", "y", "z"], "low")
     assert np.all(low < gt)
+
+
+def test_a_group_of_exclusive_values_has_one_present_value_per_row():
+    """``lighting=bright``/``lighting=dark`` form a group: the higher raw score wins, even where the other value's
+    z-score is higher (it is rarer in these rows); ``wet`` stands alone and needs z > threshold."""
+    assert concept_groups(["lighting=bright", "wet", "lighting=dark", "size=small"]) == [[0, 2]]
+    acc = HeatmapAccumulator(["a"], ["lighting=bright", "wet", "lighting=dark"])
+    scores = np.array([[0.30, 0.0, 0.10], [0.30, 0.0, 0.10], [0.30, 0.0, 0.10], [0.20, 0.9, 0.25]])
+    acc.update(scores, np.zeros(4, int), np.zeros(4, int))
+    acc.freeze()
+    present = acc.presence(np.array([[0.21, 0.9, 0.20], [0.20, 0.0, 0.25]]))
+    assert present.tolist() == [[True, True, False], [False, False, True]]
 
 
 def test_without_a_planted_cause_nothing_is_significant():

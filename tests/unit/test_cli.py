@@ -37,3 +37,12 @@ def test_a_job_that_loses_rows_exits_1_with_the_reason(capsys):
 
     assert cli.run_command("embed", "", [], run, str) == 1
     assert "conceptlens embed: failed: shard 3 expected 100 rows, got 97" in capsys.readouterr().err
+
+
+def test_a_job_that_fails_its_checks_reports_then_exits_1_with_the_reason(capsys):
+    def run(cfg):
+        raise cli.ChecksFailed("scenario 'fog' planted no failure", {"accuracy": 0.9})
+
+    assert cli.run_command("world", "", [], run, lambda result: f"accuracy {result['accuracy']}") == 1
+    out = capsys.readouterr()
+    assert "accuracy 0.9" in out.out and "conceptlens world: failed: scenario 'fog' planted no failure" in out.err

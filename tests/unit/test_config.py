@@ -1,6 +1,6 @@
 import pytest
 
-from conceptlens.config import Config, ConfigError, config_hash, load_config
+from conceptlens.config import Config, ConfigError, config_hash, load_config, world_key
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -56,3 +56,19 @@ def test_hash_changes_with_content_only():
 def test_an_empty_value_from_the_command_line_turns_registration_off():
     assert load_config([], ["monitor.model_name="]).monitor.model_name is None
     assert load_config([], []).monitor.model_name == "conceptlens-filter"
+
+
+def test_new_scenario_knobs_and_the_unplanted_flag_leave_existing_cache_keys_alone(tmp_path):
+    """The key of the default world, as it was before other_strength, target and allow_unplanted existed: worlds
+    and models cached under it stay valid."""
+    cfg = load_config()
+    assert cfg.world.allow_unplanted is False
+    assert config_hash(world_key(cfg.world)) == "9d852403bc5a"
+    assert world_key(load_config([], ["world.allow_unplanted=true"]).world) == world_key(cfg.world)
+    path = write(tmp_path, "world:\n  scenarios:\n    - {name: s, kind: head_fault, classes: [square], "
+                           "attribute: weather=fog, target: triangle}\n"
+                           "    - {name: w, kind: spurious_correlation, classes: [star], attribute: background=water, "
+                           "other_strength: 0}\n")
+    edited, water = load_config([path]).world.scenarios
+    assert (edited.target, water.other_strength) == ("triangle", 0.0)
+    assert world_key(load_config([path]).world)["scenarios"][1]["other_strength"] == 0.0  # set: part of the key

@@ -1,8 +1,8 @@
 """The scorecard's pieces on small tables whose answers are worked out by hand: the ground-truth risk-ratio
 heatmap, precision / recall / direction / top causes of blamed cells, planted ranks (two-valued groups
 included), and the world, localisation and runtime sections."""
+import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +14,10 @@ from conceptlens.evaluation.blame import (agreement, cause_rank, names_cause, ra
                                           top_causes)
 from conceptlens.evaluation.ground_truth import NO_TRUTH, WorldTruth, concept_names, truth_heatmap, two_valued_partner
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
+from conceptlens.evaluation.world_models import PLANTING_HINTS, unplanted_message
 from conceptlens.semantic import HeatmapAccumulator
 from conceptlens.world import Scenario
+from conceptlens.world.scenarios import KINDS
 from conceptlens.world.generate import manifest_schema
 
 CLASSES = ["circle", "square"]
@@ -54,10 +56,12 @@ def test_truth_heatmap_counts_ratios_fisher_and_bh_by_hand():
 
 
 def test_truth_heatmap_uses_the_analysis_statistics():
-    """Fed the true presence as 0/1 scores (present iff z > 0), the analysis' own risk-ratio heatmap gives the same
-    ratios, p- and q-values: the scorecard measures the analysis with its own yardstick, only the presence differs."""
+    """Fed the true presence as 0/1 scores (the top value of the lighting group, red iff z > 0), the analysis' own
+    risk-ratio heatmap gives the same ratios, p- and q-values: the scorecard measures the analysis with its own
+    yardstick, only the presence differs."""
     rng = np.random.default_rng(0)
     present = rng.random((400, 3)) < [0.3, 0.5, 0.2]
+    present[:, 1] = ~present[:, 0]  # dark and bright: one value of one group per image
     labels = rng.integers(0, 2, 400)
     fails = rng.random(400) < np.where(present[:, 0], 0.5, 0.1)
     predictions = np.where(fails, 1 - labels, labels)
@@ -115,6 +119,15 @@ def test_a_call_the_wrong_way_round_counts_as_a_hit_but_not_as_agreement():
     assert tops["top_is_true_cause"] == 0  # blamed, truly significant, but pointing the wrong way
 
 
+def test_a_false_cell_is_a_ghost_only_without_unadjusted_evidence_the_same_way():
+    """Three called cells, none truly significant after BH: a weak real effect (p 0.01, same sign), one the other
+    way round, one without evidence (p 0.4)."""
+    called, none = np.ones((1, 3), bool), np.zeros((1, 3), bool)
+    out = agreement(called, np.array([[1.0, 1.0, 1.0]]), none, np.array([[0.5, -0.5, 0.5]]),
+                    np.array([[0.01, 0.01, 0.4]]))
+    assert out["precision"] == 0.0 and out["unsupported"] == 2
+
+
 def test_nothing_called_or_nothing_true_gives_no_rate():
     none = np.zeros((1, 2), bool)
     out = agreement(none, np.zeros((1, 2)), none, np.zeros((1, 2)))
@@ -155,14 +168,35 @@ def test_world_section_marks_planted_and_skipped_scenarios():
 
 
 def test_localisation_shares_and_a_known_truth():
-    fault = np.array(["encoder", "head", "head", "encoder", "head", "head"], object)
-    scenario = np.array(["dark_circle", "dark_circle", "dark_circle", None, "edited", "edited"], object)
-    edited = SimpleNamespace(name="edited", kind="head_fault")  # a kind whose truth is known: the head
-    out = localisation_section(fault, scenario, [DARK_CIRCLE, edited])
+    fault = np.array(["encoder", "head", "head", "encoder", "head", "head", "encoder", "head"], object)
+    scenario = np.array(["dark_circle", "dark_circle", "dark_circle", None, "edited", "edited", "fog", "fog"],
+                        object)
+    edited = Scenario("edited", "head_fault", ("square",), "color=red", target="circle")  # only the head changed
+    fog = Scenario("fog", "blind_spot", ("hexagon",), "weather=fog")  # never learnt to see through fog
+    out = localisation_section(fault, scenario, [DARK_CIRCLE, edited, fog])
     assert out["dark_circle"] == {"errors": 3, "encoder": 1, "head": 2, "encoder_share": pytest.approx(1 / 3),
                                   "head_share": pytest.approx(2 / 3), "truth": None, "agreement": None}
     assert out["edited"]["truth"] == "head" and out["edited"]["agreement"] == 1.0
+    assert out["fog"]["truth"] == "encoder" and out["fog"]["agreement"] == 0.5
     assert out["natural"]["errors"] == 1 and out["natural"]["encoder_share"] == 1.0
+
+
+def test_an_unplanted_scenario_fails_the_world_with_what_to_try_for_its_kind():
+    scenarios = [DARK_CIRCLE, Scenario("fog", "blind_spot", ("hexagon",), "weather=fog"),
+                 Scenario("water", "spurious_correlation", ("star",), "background=water"),
+                 Scenario("edited", "head_fault", ("cross",), "weather=snow", target="star")]
+    slices = {"dark_circle": {"n": 40, "gap": 0.2}, "fog": {"n": 50, "gap": 0.123}, "water": {"n": 30, "gap": 0.25},
+              "edited": {"n": 0, "gap": float("nan")}}
+    fog, edited, flag = unplanted_message(slices, scenarios).splitlines()
+    assert fog.startswith("scenario 'fog' (world.scenarios[1], blind_spot) planted no failure: slice gap 0.123 (n=50)")
+    assert "on test, under 0.20" in fog and "occlusion=occluded" in fog and "or more classes" in fog
+    assert edited.startswith("scenario 'edited' (world.scenarios[3], head_fault)")
+    assert "no images in its slice" in edited
+    assert edited.endswith("try: raise `strength`") and "world.allow_unplanted=true" in flag
+    assert unplanted_message({"dark_circle": {"n": 40, "gap": 0.2}}, [DARK_CIRCLE]) is None  # the bar itself passes
+    water = unplanted_message({"water": {"n": 30, "gap": 0.1}}, scenarios[2:3], split="calib")
+    assert "on calib" in water and "`other_strength: 0`" in water
+    assert set(PLANTING_HINTS) == set(KINDS)
 
 
 def test_runtime_auroc_per_slice_by_hand():
@@ -186,7 +220,13 @@ def test_world_truth_reads_the_manifest_and_refuses_unknown_ids(tmp_path):
     rows[1] |= {"id": "b", "lighting_bright": True}
     pq.write_table(pa.Table.from_pylist(rows, schema), tmp_path / "manifest.parquet")
     truth = WorldTruth.load(tmp_path)
-    assert truth.concepts == concept_names() and len(truth.concepts) == 22
+    assert truth.concepts == concept_names() and len(truth.concepts) == 22 and truth.scenarios == []
+    entries = [{"name": "dark_circle", "kind": "rare_subgroup", "classes": ["circle"], "attribute": "lighting=dark"},
+               {"name": "edited", "kind": "head_fault", "classes": ["square"], "attribute": "color=red",
+                "strength": 0.9, "rate": 0.02, "other_strength": None, "target": "circle"}]
+    (tmp_path / "config.json").write_text(json.dumps({"world": {"scenarios": entries}}))
+    assert WorldTruth.load(tmp_path).scenarios == [
+        DARK_CIRCLE, Scenario("edited", "head_fault", ("square",), "color=red", strength=0.9, target="circle")]
     assert list(truth.scenario_of(np.array(["b", "a"]))) == [None, "dark_circle"]
     got = truth.present_of(np.array(["a"]))[0]
     assert [truth.concepts[j] for j in np.flatnonzero(got)] == ["lighting=dark"]

@@ -41,14 +41,20 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def agreement(called: np.ndarray, value: np.ndarray, true: np.ndarray, true_value: np.ndarray) -> dict:
-    """Precision, recall and direction agreement of the ``called`` cells against the ``true`` ones.
+def agreement(called: np.ndarray, value: np.ndarray, true: np.ndarray, true_value: np.ndarray,
+              true_p: np.ndarray | None = None) -> dict:
+    """Precision, recall and direction agreement of the ``called`` cells against the ``true`` ones, and, given
+    the truth's unadjusted p-values ``true_p``, the *unsupported* called cells: those without even unadjusted
+    evidence (p < 0.05, same sign) in the truth. A false cell that is supported is a real but weak effect the
+    truth's multiple-testing correction did not call; an unsupported one is a ghost.
 
     All arguments ``(K, C)``: ``called``, ``true`` bool; ``value``, ``true_value`` log ratios."""
     hits = called & true
     same_way = hits & (np.sign(value) == np.sign(true_value))
+    supported = (np.nan_to_num(true_p, nan=1.0) < 0.05) & (np.sign(value) == np.sign(true_value)) \
+        if true_p is not None else np.ones_like(called)
     return {"called": int(called.sum()), "truly_significant": int(true.sum()), "hits": int(hits.sum()),
-            "hits_same_direction": int(same_way.sum()),
+            "hits_same_direction": int(same_way.sum()), "unsupported": int((called & ~supported).sum()),
             "precision": _share(int(hits.sum()), int(called.sum())),
             "recall": _share(int(hits.sum()), int(true.sum())),
             "direction_agreement": _share(int(same_way.sum()), int(hits.sum()))}
@@ -121,9 +127,10 @@ def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], con
                 if "reliable" in analysis.column_names else np.ones_like(significant))  # runs before the trust check
     true_value = cells(truth, classes, concepts, "value")
     true = np.nan_to_num(cells(truth, classes, concepts, "significant")) > 0
+    true_p = cells(truth, classes, concepts, "p")
     out = {"rank_correlation": rank_correlation(value, true_value)}
     for scope, called in (("all", significant), ("reliable", significant & reliable)):
-        out[scope] = agreement(called, value, true, true_value) | {
+        out[scope] = agreement(called, value, true, true_value, true_p) | {
             "top_cause": top_causes(called, value, true, true_value, classes, concepts)}
     out["planted"] = {}
     for s in scenarios:

@@ -63,8 +63,7 @@ class WorldTruth:
         table = pq.read_table(manifest, columns=["id", "scenario"] + [concept_column(c) for c in concepts])
         scenarios = []
         if config.is_file():
-            scenarios = [Scenario(s["name"], s["kind"], tuple(s["classes"]), s["attribute"], s.get("strength", 0.95),
-                                  s.get("rate", 0.02)) for s in json.loads(config.read_text())["world"]["scenarios"]]
+            scenarios = [Scenario.from_dict(s) for s in json.loads(config.read_text())["world"]["scenarios"]]
         present = np.column_stack([table[concept_column(c)].to_numpy(zero_copy_only=False) for c in concepts])
         return cls(table["id"].to_numpy(zero_copy_only=False).astype(object),
                    table["scenario"].to_numpy(zero_copy_only=False).astype(object), present.astype(bool),

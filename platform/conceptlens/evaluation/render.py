@@ -1,6 +1,7 @@
 """The scorecard as a printed table."""
 from __future__ import annotations
 
+from conceptlens.evaluation.goals import render_goals
 from conceptlens.semantic import SOURCES
 
 
@@ -22,15 +23,16 @@ def render_scorecard(card: dict) -> str:
         lines += [f"semantic analysis ({sem['rows']} analysed rows; ground truth: {sem['truth']['significant']} of "
                   f"{sem['truth']['cells']} cells significant, Fisher + BH at {sem['alpha']})",
                   f"  {'source':<9}{'called':>7}{'hits':>6}{'precision':>11}{'recall':>8}{'direction':>11}"
-                  f"{'rank ρ':>8}  top blamed = true cause"]
+                  f"{'rank ρ':>8}{'ghosts':>8}  top blamed = true cause"]
         for source in SOURCES:
             s = sem[source]
             for scope in ("all", "reliable"):
                 a, t = s[scope], s[scope]["top_cause"]
                 lines.append(f"  {source if scope == 'all' else '  reliable':<9}{a['called']:>7}{a['hits']:>6}"
                              f"{_num(a['precision']):>11}{_num(a['recall']):>8}{_num(a['direction_agreement']):>11}"
-                             f"{_num(s['rank_correlation']) if scope == 'all' else '':>8}  "
+                             f"{_num(s['rank_correlation']) if scope == 'all' else '':>8}{a['unsupported']:>8}  "
                              f"{t['top_is_true_cause']} of {t['classes_with_true_cause']} classes")
+        lines.append("  (ghosts: called cells without even unadjusted evidence, p < 0.05 the same way, in the truth)")
         lines.append("  planted cause's rank among its class's blamed concepts:")
         for name, per_class in sem[SOURCES[0]]["planted"].items():
             for cls in per_class:
@@ -51,6 +53,8 @@ def render_scorecard(card: dict) -> str:
     lines += [f"{name}: absent, {why}" for name, why in card["absent"].items()]
     if card["world"]["skipped"]:
         lines.append(f"skipped (not planted): {', '.join(card['world']['skipped'])}")
+    if card.get("goals"):
+        lines += render_goals(card["goals"])
     return "\n".join(lines)
 
 

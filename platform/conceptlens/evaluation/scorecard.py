@@ -11,13 +11,11 @@ import math
 
 import numpy as np
 
-from conceptlens.evaluation.world_models import MIN_SLICE_GAP, slice_accuracies
+from conceptlens.evaluation.world_models import MIN_SLICE_GAP, is_planted, slice_accuracies
 from conceptlens.runtime import detection_metrics
 from conceptlens.world import Scenario
 
 NATURAL = "natural"  # the errors outside every planted slice
-# Where a scenario kind plants its fault, when known: a head_fault edits only the head (a later kind).
-LOCALISATION_TRUTH = {"head_fault": "head"}
 
 
 def world_section(correct: np.ndarray, scenario: np.ndarray, scenarios: list[Scenario],
@@ -29,7 +27,7 @@ def world_section(correct: np.ndarray, scenario: np.ndarray, scenarios: list[Sce
            "scenarios": {}}
     for s in scenarios:
         sl = acc["slices"][s.name]
-        planted = math.isfinite(sl["gap"]) and sl["gap"] >= min_gap
+        planted = is_planted(sl["gap"], min_gap)
         out["scenarios"][s.name] = {"kind": s.kind, "classes": list(s.classes), "attribute": s.attribute,
                                     "n": sl["n"], "accuracy": sl["accuracy"], "gap": sl["gap"], "planted": planted}
     out["planted"] = [n for n, s in out["scenarios"].items() if s["planted"]]
@@ -39,11 +37,11 @@ def world_section(correct: np.ndarray, scenario: np.ndarray, scenarios: list[Sce
 
 def localisation_section(fault: np.ndarray, scenario: np.ndarray, planted: list[Scenario]) -> dict:
     """Per planted scenario and for the natural errors: how many errors, how many blamed on the encoder and
-    on the head, their shares, the ``truth`` where the scenario's kind fixes it (else None) and
-    ``agreement`` (the share blamed on the truth). ``fault``: (M,) ``"encoder"``/``"head"`` of the
-    misclassified rows, ``scenario`` theirs."""
+    on the head, their shares, the ``truth`` (the scenario's :attr:`~conceptlens.world.Scenario.fault_site`,
+    None when unknown) and ``agreement`` (the share blamed on the truth). ``fault``: (M,)
+    ``"encoder"``/``"head"`` of the misclassified rows, ``scenario`` theirs."""
     fault, scenario = np.asarray(fault, object), np.asarray(scenario, object)
-    groups = [(s.name, scenario == s.name, LOCALISATION_TRUTH.get(s.kind)) for s in planted]
+    groups = [(s.name, scenario == s.name, s.fault_site) for s in planted]
     groups.append((NATURAL, np.array([s is None for s in scenario], bool), None))
     out = {}
     for name, mask, truth in groups:

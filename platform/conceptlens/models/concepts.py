@@ -10,6 +10,10 @@ A concept set is a YAML file (or the name of a bundled one: ``conceptworld``, ``
 
 ``{article}`` becomes "a" or "an" to suit the phrase. Each concept's text embedding is the
 normalised mean of its prompts' embeddings (:class:`conceptlens.models.ConceptBank`).
+
+Concepts named ``group=value`` that share a group (``lighting=bright``, ``lighting=dark``) are the
+mutually exclusive values of one attribute: every image has exactly one of them (see
+:func:`concept_groups`). Other names are free-standing concepts an image may or may not show.
 """
 from __future__ import annotations
 
@@ -59,6 +63,21 @@ class ConceptSet:
     def class_bank(self, vlm: VLM, classes: Sequence[str]) -> ConceptBank:
         """The zero-shot classifier: one embedding per class from ``class_templates``."""
         return ConceptBank.from_prompts(vlm, {c: fill(self.class_templates, [c]) for c in classes})
+
+
+def concept_groups(names: Sequence[str]) -> list[list[int]]:
+    """Indices of the mutually exclusive groups among concept ``names``: the names ``group=value`` that share
+    their ``group`` with at least one other name, in order of first appearance.
+
+    >>> concept_groups(["size=small", "size=large", "wet", "light=dark"])
+    [[0, 1]]
+    """
+    by_group: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        group, sep, value = name.partition("=")
+        if sep and group and value:
+            by_group.setdefault(group, []).append(j)
+    return [members for members in by_group.values() if len(members) > 1]
 
 
 def load_concepts(source: str | Path) -> ConceptSet:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from conceptlens.config import Config, config_hash, to_dict
+from conceptlens.config import Config, config_hash, to_dict, world_key
 from conceptlens.pipeline.runs import log, model_spec
 
 PIPELINE, COMMAND = "pipeline", "command"  # values of the tag conceptlens.kind
@@ -105,7 +105,7 @@ def run_tags(cfg: Config) -> dict[str, str]:
     if on_world(cfg):
         scenarios = cfg.world.scenarios
         tags["conceptlens.scenarios"] = ",".join(s.name for s in scenarios) or "none"
-        tags["conceptlens.scenarios_hash"] = config_hash(*scenarios) if scenarios else "none"
+        tags["conceptlens.scenarios_hash"] = config_hash(*world_key(cfg.world)["scenarios"]) if scenarios else "none"
         if world := world_hash(cfg):
             tags["conceptlens.world_hash"] = world
     try:

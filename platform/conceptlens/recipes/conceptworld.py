@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from conceptlens.config import Config, config_hash
+from conceptlens.config import Config, config_hash, world_key
 from conceptlens.models import build_classifier, build_vlm, save_classifier, save_vlm
 from conceptlens.recipes.data import load_images
+from conceptlens.recipes.head_fault import encoder_features, plant_head_fault
 from conceptlens.recipes.train_classifier import train_classifier
 from conceptlens.recipes.train_clip import train_clip
 from conceptlens.world import Scenario, generate_world, read_manifest, split_arrays
@@ -30,12 +32,12 @@ RECIPE_VERSION = {"recipe_version": 2}
 
 
 def scenarios_of(cfg: Config) -> list[Scenario]:
-    return [Scenario(s.name, s.kind, tuple(s.classes), s.attribute, s.strength, s.rate) for s in cfg.world.scenarios]
+    return [Scenario.from_dict(asdict(s)) for s in cfg.world.scenarios]
 
 
 def ensure_world(cfg: Config, log: Log = print) -> Path:
     """The folder of the world ``cfg.world`` describes, generated if not cached."""
-    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(cfg.world, WORLD_VERSION)
+    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(world_key(cfg.world), WORLD_VERSION)
     if (root / "manifest.parquet").is_file():
         log(f"world: reusing {root}")
         return root
@@ -71,10 +73,11 @@ def _cached(path: Path, train: Callable[[Path], dict], log: Log, what: str) -> P
 
 
 def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log = print) -> Path:
-    """A checkpoint of ``cfg.classifier`` trained on the world's ``train`` split (cached)."""
+    """A checkpoint of ``cfg.classifier`` trained on the world's ``train`` split, its head then edited by the
+    ``head_fault`` scenarios (cached)."""
     if cfg.classifier.checkpoint:
         return Path(cfg.classifier.checkpoint)
-    key = config_hash(cfg.world, WORLD_VERSION, RECIPE_VERSION, cfg.classifier)
+    key = config_hash(world_key(cfg.world), WORLD_VERSION, RECIPE_VERSION, cfg.classifier)
     path = Path(cfg.run.cache_dir) / "models" / f"classifier-{key}.pt"
 
     def train(tmp: Path) -> dict:
@@ -86,6 +89,11 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
         log(f"classifier: training {cfg.classifier.arch} on {len(data['labels'])} images ({device})")
         info = train_classifier(clf, images, torch.as_tensor(data["labels"]), cfg.classifier.train,
                                 device=device, seed=cfg.world.seed, log=log)
+        faults = [s for s in scenarios_of(cfg) if s.kind == "head_fault"]
+        if faults:
+            features = encoder_features(clf, images, device=device)
+            info["head_faults"] = {s.name: plant_head_fault(clf, features, data["labels"], data["attributes"], s, log)
+                                   for s in faults}
         save_classifier(clf.cpu(), tmp)
         return info
 

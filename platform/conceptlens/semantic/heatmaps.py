@@ -5,8 +5,12 @@ Scores are standardised per concept (z-scores over the analysed rows). Kinds (ME
 * ``ground_truth`` / ``output``: mean z-score of the rows of each true / predicted class;
 * ``correct`` / ``incorrect``: the same over each true class's correct / misclassified rows;
 * ``differential``: correct − incorrect, Welch-tested per cell, Benjamini–Hochberg across cells;
-* ``binarized``: share of each true class's rows where the concept is present (z > threshold),
-  and ``binarized_differential`` (present among correct − among incorrect);
+* ``binarized``: share of each true class's rows where the concept is present, and
+  ``binarized_differential`` (present among correct − among incorrect). A concept of a mutually
+  exclusive group (``group=value`` names, :func:`conceptlens.models.concept_groups`) is present
+  where it scores highest among its group's values: the VLM's own zero-shot choice, one value per
+  image, as the world has it. A free-standing concept is present where its z-score exceeds a
+  threshold;
 * ``risk_ratio``: log of how much more often a class fails with the concept present than absent,
   Fisher-tested per cell, Benjamini–Hochberg across cells: the ranking of responsible concepts.
 
@@ -22,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
+
+from conceptlens.models import concept_groups
 
 Z95 = 1.959964
 MEAN_GROUPS = ("ground_truth", "output", "correct", "incorrect")
@@ -56,10 +62,12 @@ class HeatmapAccumulator:
 
     Pass 1: ``update(scores, labels, predictions)`` for every batch. Then ``freeze()`` fixes the
     per-concept mean and std. Pass 2: ``update_presence(...)`` for every batch. Then ``tables()``.
+    ``presence_threshold``: the z-score above which a free-standing concept counts as present.
     """
 
     def __init__(self, classes: list[str], concepts: list[str], presence_threshold: float = 1.0):
         self.classes, self.concepts, self.threshold = list(classes), list(concepts), presence_threshold
+        self.groups = concept_groups(self.concepts)
         k, c = len(classes), len(concepts)
         self.all = Moments(1, c)
         self.moments = {g: Moments(k, c) for g in MEAN_GROUPS}
@@ -84,8 +92,20 @@ class HeatmapAccumulator:
         """z-scores of raw scores ``(N, C)`` with the frozen per-concept mean and std."""
         return (np.asarray(scores, np.float64) - self.mu) / self.sigma
 
+    def presence(self, scores: np.ndarray) -> np.ndarray:
+        """Which concepts each row shows, ``bool (N, C)`` from raw scores ``(N, C)``: the top-scoring value of each
+        exclusive group (raw cosine, not z-scores: a z-score would rank a value by how unusual it is in these
+        rows rather than by how well it describes the image); free-standing concepts above the threshold."""
+        scores = np.asarray(scores, np.float64)
+        present = self.standardize(scores) > self.threshold
+        rows = np.arange(len(scores))
+        for members in self.groups:
+            present[:, members] = False
+            present[rows, np.asarray(members)[scores[:, members].argmax(1)]] = True
+        return present
+
     def update_presence(self, scores: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
-        present = (self.standardize(scores) > self.threshold).astype(np.float64)
+        present = self.presence(scores).astype(np.float64)
         correct = labels == predictions
         np.add.at(self.present["ground_truth"], labels, present)
         np.add.at(self.present["correct"], labels[correct], present[correct])

@@ -51,6 +51,11 @@ ATTRIBUTE_GROUPS: tuple[AttributeGroup, ...] = (
 
 GROUPS: dict[str, AttributeGroup] = {g.name: g for g in ATTRIBUTE_GROUPS}
 
+# Conditions that hide the object's shape in the pixels. A classifier that never saw a class under one of
+# them fails to *extract* the shape there, so a blind spot on them is a fault of the encoder; a blind spot on
+# a visible property (a colour, a background) may as well be the head misreading features that are intact.
+OCCLUDING: frozenset[str] = frozenset({"occlusion=occluded", "weather=fog", "lighting=dark"})
+
 
 def attribute_columns() -> list[str]:
     """Names of the binary attribute columns, e.g. ``background_water``."""

@@ -1,0 +1,55 @@
+"""The fidelity goals a scorecard is held to (issue 10), each with its measured value and whether it is met.
+
+* blamed concepts, for the source recommended for "which concepts go with failure" (the VLM), over the
+  cells the product presents as findings (those the trust check backs): precision of the significant
+  cells ≥ 0.90, recall ≥ 0.70, and the top blamed concept of ≥ 90 % of the classes that have a true
+  cause is one of them;
+* every planted scenario's concept comes first among its class's blamed concepts;
+* fault localisation: ≥ 90 % of the errors of a slice whose fault site is known are blamed there (a
+  ``head_fault``: the head, the issue's goal; a ``blind_spot`` on an occluding condition: the encoder, held
+  to the same bar).
+"""
+from __future__ import annotations
+
+RECOMMENDED_SOURCE = "vlm"  # an observer independent of the classifier: its view does not shift with the error
+PRESENTED = "reliable"  # the cells the product presents as findings
+MIN_PRECISION, MIN_RECALL, MIN_TOP_CAUSE, MIN_LOCALISED = 0.90, 0.70, 0.90, 0.90
+
+
+def _goal(value, target: float) -> dict:
+    return {"value": value, "target": target, "met": value is not None and value >= target}
+
+
+def goals(card: dict) -> dict:
+    """``{name: {"value", "target", "met"}}`` for the sections ``card`` has (a scorecard before this step)."""
+    out = {}
+    if "semantic" in card:
+        s = card["semantic"][RECOMMENDED_SOURCE]
+        found = s[PRESENTED]
+        out["blamed_precision"] = _goal(found["precision"], MIN_PRECISION)
+        out["blamed_recall"] = _goal(found["recall"], MIN_RECALL)
+        out["top_blamed_is_a_true_cause"] = _goal(found["top_cause"]["share"], MIN_TOP_CAUSE)
+        for name, per_class in s["planted"].items():
+            for cls, rank in per_class.items():
+                first = rank["rank_reliable"] == 1
+                out[f"planted_first.{name}.{cls}"] = {"value": rank["rank_reliable"], "target": 1, "met": first}
+    if "localisation" in card:
+        for name, s in card["localisation"]["scenarios"].items():
+            if s["truth"]:
+                out[f"localised.{name}"] = _goal(s["agreement"], MIN_LOCALISED)
+    return out
+
+
+def render_goals(found: dict) -> list[str]:
+    """One line per goal: met, or how far off."""
+    lines = [f"goals ({RECOMMENDED_SOURCE} source, {PRESENTED} cells): "
+             f"{sum(g['met'] for g in found.values())} of {len(found)} met"]
+    for name, g in found.items():
+        if name.startswith("planted_first."):
+            state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")
+            lines.append(f"  {name:<44} {state}")
+            continue
+        value = "–" if g["value"] is None else f"{g['value']:.2f}"
+        short = "" if g["met"] or g["value"] is None else f", short by {g['target'] - g['value']:.2f}"
+        lines.append(f"  {name:<44} {value} (goal ≥ {g['target']:.2f}) {'met' if g['met'] else 'NOT MET' + short}")
+    return lines

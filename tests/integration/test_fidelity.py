@@ -1,0 +1,100 @@
+"""The fidelity goals of issue 10, asserted on the scorecard: blamed concepts that are right (VLM source, the
+cells presented as findings), planted concepts first, the head-fault slice localised in the head, on the demo
+and on the second scenario set (conf/experiments/second_set.yaml: other classes and attribute groups, all four
+kinds); and a world with no planted scenario (conf/experiments/null_world.yaml) that must not call more false
+cells than the FDR allows.
+
+Budget: the second set is the demo's size (its gaps and numbers are the README's), but reuses the demo's tiny
+CLIP and skips the VLM split; the null world is smaller (3000 training images, 1000 + 1000 analysed) and
+reuses it too. A goal measured short of its bar is declared in SHORT with the measured value and runs as a
+strict xfail: it shows in every run, and the day it is met the xfail fails and must be removed.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from conceptlens.evaluation.goals import MIN_LOCALISED, MIN_PRECISION, MIN_RECALL, MIN_TOP_CAUSE
+from conceptlens.jobs import analyze, embed, evaluate, world
+
+pytestmark = pytest.mark.slow
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiments"
+# goal -> why it is short, with the number measured (README: "the scorecard")
+SHORT = {
+    ("demo", "blamed_precision"): "0.89 on the demo (24 of 27 presented cells are true causes)",
+}
+
+
+def pipeline(root: Path, configs: list[str], overrides: list[str]) -> dict:
+    """world → embed → analyze → evaluate on ``configs``; the scorecard."""
+    argv = [a for c in configs for a in ("--config", c)] + [f"run.root={root}"] + overrides
+    for step in (world, embed, analyze, evaluate):
+        assert step.main(argv) == 0, step.__name__
+    name = next(o.split("=", 1)[1] for o in overrides if o.startswith("run.name="))
+    return json.loads((root / name / "evaluate" / "scorecard.json").read_text())
+
+
+def demo_vlm(demo_run: Path) -> str:
+    return json.loads((demo_run / "demo" / "world" / "models.json").read_text())["vlm"]
+
+
+@pytest.fixture(scope="module")
+def cards(demo_done, demo_run, demo_config):
+    assert demo_done[0] == 0
+    second = pipeline(demo_run, [demo_config, str(EXPERIMENTS / "second_set.yaml")],
+                      ["run.name=second_set", "world.splits.vlm=0", f"vlm.pretrained={demo_vlm(demo_run)}"])
+    return {"demo": json.loads((demo_run / "demo" / "evaluate" / "scorecard.json").read_text()),
+            "second_set": second}
+
+
+GOALS = {"blamed_precision": MIN_PRECISION, "blamed_recall": MIN_RECALL,
+         "top_blamed_is_a_true_cause": MIN_TOP_CAUSE}
+
+
+@pytest.mark.parametrize("run", ["demo", "second_set"])
+@pytest.mark.parametrize("goal", list(GOALS))
+def test_blamed_concepts_meet_the_goal(cards, run, goal, request):
+    if (run, goal) in SHORT:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SHORT[run, goal]))
+    g = cards[run]["goals"][goal]
+    assert g["target"] == GOALS[goal] and g["value"] >= GOALS[goal] and g["met"], g
+
+
+@pytest.mark.parametrize("run", ["demo", "second_set"])
+def test_every_planted_concept_comes_first_for_its_class(cards, run):
+    card = cards[run]
+    assert card["world"]["skipped"] == []  # every scenario planted (else `world` would have failed)
+    firsts = {k: g for k, g in card["goals"].items() if k.startswith("planted_first.")}
+    expected = sum(len(s["classes"]) for s in card["world"]["scenarios"].values())
+    assert len(firsts) == expected and all(g["met"] for g in firsts.values()), firsts
+
+
+def test_the_head_fault_is_localised_in_the_head(cards):
+    local = cards["second_set"]["localisation"]["scenarios"]
+    head = [name for name, s in local.items() if s["truth"] == "head"]
+    assert head == ["large_diamond_as_square"]
+    s = local[head[0]]
+    assert s["errors"] > 20 and s["agreement"] >= MIN_LOCALISED, s
+
+
+def test_the_second_set_is_scored_with_the_same_yardstick(cards):
+    """Four kinds planted on groups the demo does not use, and a truth with enough significant cells to score."""
+    w = cards["second_set"]["world"]
+    assert sorted(s["kind"] for s in w["scenarios"].values()) == \
+        ["blind_spot", "head_fault", "rare_subgroup", "spurious_correlation"]
+    assert all(s["gap"] >= 0.20 for s in w["scenarios"].values())
+    assert cards["second_set"]["semantic"]["truth"]["significant"] >= 20
+
+
+def test_a_null_world_calls_no_more_false_cells_than_the_fdr_allows(demo_done, demo_run, demo_config):
+    """No scenario: every failure is natural. Of the cells called significant, the share that are not truly
+    significant (the false discovery proportion) stays within the FDR; one seed here, the README averages
+    three full-size seeds (benchmarks/fidelity.py)."""
+    card = pipeline(demo_run, [demo_config, str(EXPERIMENTS / "null_world.yaml")],
+                    ["run.name=null_world", "world.seed=1", f"vlm.pretrained={demo_vlm(demo_run)}",
+                     "world.splits={train: 3000, vlm: 0, calib: 1000, test: 1000}"])
+    assert card["world"]["scenarios"] == {} and "localisation" in card
+    found = card["semantic"]["vlm"]["reliable"]
+    assert found["called"] >= 5  # natural failure modes exist and are found
+    false = found["called"] - found["hits"]
+    assert false / found["called"] <= card["semantic"]["alpha"], found
