@@ -3,8 +3,9 @@
 For each seed, runs ``world`` (and, unless ``--world-only``, ``embed``, ``analyze`` and ``evaluate``) on
 the given config with ``world.seed=SEED`` and ``run.name=<name>-s<SEED>``, then prints one table row per
 run: the classifier, each scenario's slice gap (``*``: planted), and per semantic source the cells called
-significant, the truly significant ones, precision, recall, the false discovery proportion (1 − precision)
-and the classes whose top blamed concept is a true cause. The last line averages over the seeds.
+significant, the truly significant ones, precision, recall, the false discovery proportion (1 − precision),
+the ghosts (called cells without even unadjusted evidence in the truth) and the share of classes whose top
+blamed concept is a true cause. The last line averages over the seeds.
 
     # a world with no planted scenario, three seeds, the demo's VLM reused (no retraining)
     .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --config conf/experiments/null_world.yaml \\
@@ -59,6 +60,7 @@ def row(seed: int, card: dict) -> dict:
             out[f"{source}/{scope}"] = {"called": s["called"], "truth": s["truly_significant"],
                                         "precision": s["precision"], "recall": s["recall"],
                                         "fdp": None if s["precision"] is None else 1 - s["precision"],
+                                        "ghosts": s["unsupported"],
                                         "top": s["top_cause"]["share"]}
     return out
 
@@ -74,15 +76,16 @@ def print_table(rows: list[dict]) -> None:
         for key in (k for k in r if "/" in k):
             s = r[key]
             print(f"  {key:<17} called {s['called']:>3} truth {s['truth']:>3} precision {fmt(s['precision'])} "
-                  f"recall {fmt(s['recall'])} FDP {fmt(s['fdp'])} top cause {fmt(s['top'])}")
+                  f"recall {fmt(s['recall'])} FDP {fmt(s['fdp'])} ghosts {s['ghosts']:>2} top cause {fmt(s['top'])}")
     keys = [k for k in rows[0] if "/" in k]
     if len(rows) > 1 and keys:
         print(f"mean over {len(rows)} seeds:")
         for key in keys:
             mean = {m: np.mean([r[key][m] for r in rows if r[key][m] is not None] or [np.nan])
-                    for m in ("called", "truth", "precision", "recall", "fdp", "top")}
+                    for m in ("called", "truth", "precision", "recall", "fdp", "ghosts", "top")}
             print(f"  {key:<17} called {mean['called']:5.1f} truth {mean['truth']:5.1f} precision "
-                  f"{mean['precision']:.2f} recall {mean['recall']:.2f} FDP {mean['fdp']:.2f} top cause {mean['top']:.2f}")
+                  f"{mean['precision']:.2f} recall {mean['recall']:.2f} FDP {mean['fdp']:.2f} ghosts "
+                  f"{mean['ghosts']:.1f} top cause {mean['top']:.2f}")
 
 
 def main() -> None:

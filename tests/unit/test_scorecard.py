@@ -147,6 +147,18 @@ def test_a_two_valued_group_names_the_same_cause_either_way():
     assert cause_rank([("size=large", 1.0)], small) == {"rank": None, "concept": None, "risk_ratio": None, "blamed": 1}
 
 
+def test_another_planted_cause_of_the_class_does_not_push_a_scenario_down():
+    """Striped images of every class go to heart (a shortcut with other_strength): for triangles, stripes present
+    in failures is planted too, so small triangles still rank first behind it; an unplanted concept does count."""
+    stripes = Scenario("striped_heart", "spurious_correlation", ("heart",), "pattern=striped", other_strength=0.0)
+    small = Scenario("small_triangle", "rare_subgroup", ("triangle",), "size=small")
+    found = [("pattern=striped", 1.0), ("color=red", 0.9), ("size=small", 0.8)]
+    assert names_cause("pattern=striped", 1.0, stripes, "triangle") and not names_cause("pattern=striped", 1.0, stripes)
+    assert cause_rank(found, small, [stripes], "triangle")["rank"] == 2  # behind red, not behind stripes
+    assert cause_rank(found[::2], small, [stripes], "triangle")["rank"] == 1
+    assert cause_rank(found[::2], small)["rank"] == 2  # without knowing the other scenario
+
+
 def test_rank_correlation_by_hand():
     value = np.array([[1.0, 2.0, 3.0, 4.0, np.nan]])
     truth = np.array([[10.0, 20.0, 40.0, 30.0, 5.0]])
@@ -232,3 +244,19 @@ def test_world_truth_reads_the_manifest_and_refuses_unknown_ids(tmp_path):
     assert [truth.concepts[j] for j in np.flatnonzero(got)] == ["lighting=dark"]
     with pytest.raises(ValueError, match="'zzz'.*not in this run's world"):
         truth.scenario_of(np.array(["a", "zzz"]))
+
+
+def test_goals_say_what_is_met_and_by_how_much_not():
+    from conceptlens.evaluation.goals import goals, render_goals
+
+    found = {"precision": 0.88, "recall": 0.75, "top_cause": {"share": 1.0}}
+    card = {"semantic": {"vlm": {"reliable": found, "planted": {"dark_circle": {"circle": {"rank_reliable": 2}}}}},
+            "localisation": {"scenarios": {"dark_circle": {"truth": None, "agreement": None},
+                                           "red_square": {"truth": "head", "agreement": 0.95}}}}
+    g = goals(card)
+    assert [k for k, v in g.items() if not v["met"]] == ["blamed_precision", "planted_first.dark_circle.circle"]
+    assert set(g) == {"blamed_precision", "blamed_recall", "top_blamed_is_a_true_cause",
+                      "planted_first.dark_circle.circle", "localised.red_square"}  # no goal without a known truth
+    text = "\n".join(render_goals(g))
+    assert "3 of 5 met" in text and "short by 0.02" in text and "NOT MET: rank 2" in text
+    assert goals({"world": {}}) == {}  # sections that did not run set no goal

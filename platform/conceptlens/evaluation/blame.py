@@ -94,22 +94,35 @@ def rank_correlation(value: np.ndarray, true_value: np.ndarray) -> float | None:
     return float(stats.spearmanr(value[ok], true_value[ok]).statistic)
 
 
-def names_cause(concept: str, log_ratio: float, scenario: Scenario) -> bool:
-    """Whether a blamed cell names the scenario's cause, the right way round: its attribute value missing in
-    failures for a spurious correlation, present otherwise; for a two-valued group the other value the
-    other way (``lighting=bright`` missing in failures names ``lighting=dark`` present)."""
-    sign = -1 if scenario.kind in MISSING_IN_FAILURES else 1
+def acts_on(scenario: Scenario, cls: str) -> bool:
+    """Whether the scenario plants failures in class ``cls``: its own classes, and for a spurious correlation
+    with ``other_strength`` every other class too (the shortcut's other side)."""
+    return cls in scenario.classes or (scenario.kind in MISSING_IN_FAILURES and scenario.other_strength is not None)
+
+
+def names_cause(concept: str, log_ratio: float, scenario: Scenario, cls: str | None = None) -> bool:
+    """Whether a blamed cell of class ``cls`` (default: one of the scenario's classes) names the scenario's cause,
+    the right way round: its attribute value missing in failures for a spurious correlation's own classes,
+    present otherwise (other classes fail *with* the shortcut's value); for a two-valued group the other value
+    the other way (``lighting=bright`` missing in failures names ``lighting=dark`` present)."""
+    own = cls is None or cls in scenario.classes
+    sign = -1 if scenario.kind in MISSING_IN_FAILURES and own else 1
     if concept == scenario.attribute:
         return np.sign(log_ratio) == sign
     return concept == two_valued_partner(scenario.attribute) and np.sign(log_ratio) == -sign
 
 
-def cause_rank(found: list[tuple[str, float]], scenario: Scenario) -> dict:
-    """Where the scenario's cause sits among a class's blamed concepts (``found``, in rank order):
-    ``rank`` (1 = first; None when not blamed), the ``concept`` that names it and its ``risk_ratio``."""
-    for rank, (concept, log_ratio) in enumerate(found, 1):
-        if names_cause(concept, log_ratio, scenario):
-            return {"rank": rank, "concept": concept, "risk_ratio": float(np.exp(log_ratio)), "blamed": len(found)}
+def cause_rank(found: list[tuple[str, float]], scenario: Scenario, others: list[Scenario] = (),
+               cls: str | None = None) -> dict:
+    """Where the scenario's cause sits among class ``cls``'s blamed concepts (``found``, in rank order):
+    ``rank`` (1 = first; None when not blamed), the ``concept`` that names it and its ``risk_ratio``. Concepts
+    naming the cause of another planted scenario acting on the class (``others``) do not count against it:
+    two planted causes of one class can only be first together."""
+    rank = 0
+    for concept, log_ratio in found:
+        if names_cause(concept, log_ratio, scenario, cls):
+            return {"rank": rank + 1, "concept": concept, "risk_ratio": float(np.exp(log_ratio)), "blamed": len(found)}
+        rank += not any(names_cause(concept, log_ratio, o, cls) for o in others)
     return {"rank": None, "concept": None, "risk_ratio": None, "blamed": len(found)}
 
 
@@ -136,7 +149,8 @@ def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], con
     for s in scenarios:
         out["planted"][s.name] = {}
         for cls in (c for c in s.classes if c in classes):
-            k = classes.index(cls)
-            out["planted"][s.name][cls] = cause_rank(blamed(significant[k], value[k], concepts), s) | {
-                "rank_reliable": cause_rank(blamed(significant[k] & reliable[k], value[k], concepts), s)["rank"]}
+            k, others = classes.index(cls), [o for o in scenarios if o is not s and acts_on(o, cls)]
+            out["planted"][s.name][cls] = cause_rank(blamed(significant[k], value[k], concepts), s, others, cls) | {
+                "rank_reliable": cause_rank(blamed(significant[k] & reliable[k], value[k], concepts), s, others,
+                                            cls)["rank"]}
     return out

@@ -13,10 +13,11 @@ def render_scorecard(card: dict) -> str:
     """The scorecard (``evaluate``'s ``scorecard.json``) as the printed table: one block per section, then the
     absent sections and the skipped scenarios."""
     w = card["world"]
+    width = max([20] + [len(name) + 2 for name in w["scenarios"]])  # the scenario column fits every name
     lines = [f"scorecard of run '{card['run']}' against the world's truth",
              f"world (test, accuracy outside the slices {w['accuracy_rest']:.3f}; planted = gap ≥ {w['min_gap']:.2f})",
-             f"  {'scenario':<20}{'kind':<22}{'n':>6}{'accuracy':>10}{'gap':>8}  planted"]
-    lines += [f"  {n:<20}{s['kind']:<22}{s['n']:>6}{_num(s['accuracy'], '.3f'):>10}{_num(s['gap'], '.3f'):>8}  "
+             f"  {'scenario':<{width}}{'kind':<22}{'n':>6}{'accuracy':>10}{'gap':>8}  planted"]
+    lines += [f"  {n:<{width}}{s['kind']:<22}{s['n']:>6}{_num(s['accuracy'], '.3f'):>10}{_num(s['gap'], '.3f'):>8}  "
               f"{'yes' if s['planted'] else 'no (skipped below)'}" for n, s in w["scenarios"].items()]
     if "semantic" in card:
         sem = card["semantic"]
@@ -37,18 +38,18 @@ def render_scorecard(card: dict) -> str:
         for name, per_class in sem[SOURCES[0]]["planted"].items():
             for cls in per_class:
                 ranks = ", ".join(f"{src} {_rank(sem[src]['planted'][name][cls])}" for src in SOURCES)
-                lines.append(f"    {name:<20}{cls:<10}{ranks}")
+                lines.append(f"    {name:<{width}}{cls:<10}{ranks}")
     if "localisation" in card:
         lines.append("fault localisation (analysed rows): errors blamed on encoder / head"
                      + ("" if card["localisation"]["reliable"] else " (unreliable: the VLM does not see the classes)"))
         for name, s in card["localisation"]["scenarios"].items():
             truth = f"truth {s['truth']}: {_num(s['agreement'])}" if s["truth"] else "truth unknown"
-            lines.append(f"  {name:<20}{s['errors']:>5} errors  encoder {_num(s['encoder_share'])}  "
+            lines.append(f"  {name:<{width}}{s['errors']:>5} errors  encoder {_num(s['encoder_share'])}  "
                          f"head {_num(s['head_share'])}  {truth}")
     if "runtime" in card:
         lines.append("runtime filter (test): misclassification score, slice errors vs correct rows")
         for name, s in card["runtime"]["scenarios"].items():
-            lines.append(f"  {name:<20}{s['errors']:>5} errors  AUROC {_num(s['auroc'], '.3f')}  "
+            lines.append(f"  {name:<{width}}{s['errors']:>5} errors  AUROC {_num(s['auroc'], '.3f')}  "
                          f"flagged {_num(s['flagged'])}")
     lines += [f"{name}: absent, {why}" for name, why in card["absent"].items()]
     if card["world"]["skipped"]:
