@@ -6,7 +6,8 @@ only planted ones), the semantic analysis per source (``analyze``'s significant 
 against the ground-truth risk-ratio heatmap of the analysed rows: precision, recall, direction
 agreement, rank correlation, top blamed concepts, each planted concept's rank), fault localisation
 per scenario, and the runtime filter per planted slice (AUROC of slice errors vs correct test rows).
-A section whose command has not run is reported absent. Writes under ``<run>/evaluate/``:
+A section whose command has not run is reported absent. Last, the fidelity goals
+(:mod:`conceptlens.evaluation.goals`), each met or short by how much. Writes under ``<run>/evaluate/``:
 ``scorecard.json``, ``ground_truth.parquet`` (the ground-truth heatmap) and ``metrics.json``.
 """
 from __future__ import annotations

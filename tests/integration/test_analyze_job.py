@@ -83,7 +83,7 @@ def test_tables_figures_and_mlflow(out, demo_run):
     assert all((out / "figures" / f).stat().st_size > 10_000 for f in figures)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_run / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id],
-                              filter_string="tags.command = 'analyze'")
+                              filter_string="tags.command = 'analyze' and tags.`conceptlens.run` = 'demo'")
     assert runs and runs[0].data.metrics["aligner.r2_fit"] > 0
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"summary.json", "heatmaps_aligned.parquet", "figures"} <= artifacts

@@ -126,7 +126,8 @@ def test_localisation_and_runtime_add_up(card, run_dir):
 def test_the_scorecard_is_in_mlflow(card, demo_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_run / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id],
-                              filter_string="tags.command = 'evaluate' and attributes.status = 'FINISHED'")
+                              filter_string="tags.command = 'evaluate' and tags.`conceptlens.run` = 'demo' "
+                                            "and attributes.status = 'FINISHED'")
     assert runs
     metrics = runs[0].data.metrics
     assert metrics["semantic.aligned.all.precision"] == pytest.approx(card["semantic"]["aligned"]["all"]["precision"])
