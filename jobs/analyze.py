@@ -33,7 +33,7 @@ from conceptlens.semantic.heatmaps import MEAN_GROUPS, matrix
 from conceptlens.models import build_vlm
 from conceptlens.report.figures import plot_heatmap
 from conceptlens.pipeline.raydata import init_ray, map_parquet
-from conceptlens.pipeline.runs import (Progress, command_dir, embed_folder, log, model_spec, run_inputs,
+from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, log, model_spec, run_inputs,
                                        write_metrics)
 from conceptlens.semantic.scoring import SOURCES, ConceptScorer, stack, unit
 from conceptlens.pipeline.shards import batch_to_table, vectors
@@ -41,14 +41,6 @@ from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.world import CLASSES
 
 CV_FOLDS = 5  # aligner R² by cross-validation when analyze.fit_split leaves no rows out
-
-
-def embeddings_dir(cfg: Config) -> Path:
-    path = Path(cfg.analyze.embeddings) if cfg.analyze.embeddings else embed_folder(cfg) / "embeddings"
-    if not any(path.glob("*.parquet")):
-        raise FileNotFoundError(f"no embeddings table at {path}; run `conceptlens embed` first "
-                                f"or set analyze.embeddings=FOLDER")
-    return path
 
 
 def class_names(cfg: Config, embeddings: Path) -> list[str]:
@@ -178,7 +170,7 @@ def summarize(result: AnalysisResult, aligner_metrics: dict, trust: Trust) -> di
 
 def analyze(cfg: Config) -> dict:
     out = command_dir(cfg.run, "analyze")
-    embeddings = embeddings_dir(cfg)
+    embeddings = embeddings_table(cfg, cfg.analyze.embeddings, "analyze.embeddings")
     classes = class_names(cfg, embeddings)
     concept_set, concept_emb, class_emb, absence_emb = text_embeddings(cfg, classes)
     log(f"analyze: {len(concept_set.names)} concepts from {concept_set.source}, {len(classes)} classes")

@@ -2,7 +2,8 @@
 
 Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
 embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
-inputs (`attack`), calibrate and evaluate the runtime filter and register it (`monitor`), then score
+inputs (`attack`), calibrate and evaluate the runtime filter and register it (`monitor`), cluster the
+failures into root causes (`rootcause`), then score
 every diagnosis against the world's truth (`evaluate`).
 Runs under ``runs/demo/`` unless ``run.name`` says
 otherwise; every step is a child of the run's pipeline run in the MLflow store shared by all runs
@@ -17,7 +18,7 @@ from typing import Sequence
 
 from conceptlens.cli import ChecksFailed, parse_config, report_failure
 from conceptlens.evaluation.world_models import GAP_CHECK
-from conceptlens.jobs import analyze, attack, embed, evaluate, monitor, world
+from conceptlens.jobs import analyze, attack, embed, evaluate, monitor, rootcause, world
 from conceptlens.pipeline.tracking import tracking_uri, ui_command
 
 
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     analysis = analyze.run(cfg)
     attacks = attack.run(cfg)
     filter_metrics = monitor.run(cfg)
+    causes = rootcause.run(cfg)
     scorecard = evaluate.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
@@ -44,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(analyze.report(analysis))
     print(attack.report(attacks))
     print(monitor.report(filter_metrics))
+    print(rootcause.report(causes))
     print(evaluate.report(scorecard))
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")
     for path in sorted(run.glob("*/*")):

@@ -5,7 +5,9 @@ diagnosis: the world (each scenario's slice gap on test; *planted* when ≥ 0.20
 only planted ones), the semantic analysis per source (``analyze``'s significant risk-ratio cells
 against the ground-truth risk-ratio heatmap of the analysed rows: precision, recall, direction
 agreement, rank correlation, top blamed concepts, each planted concept's rank), fault localisation
-per scenario, and the runtime filter per planted slice (AUROC of slice errors vs correct test rows).
+per scenario, the runtime filter per planted slice (AUROC of slice errors vs correct test rows), and the
+root-cause clusters of every pipeline (purity, coverage, rare subgroups; the chosen pipeline against the best
+by the truth).
 A section whose command has not run is reported absent. Last, the fidelity goals
 (:mod:`conceptlens.evaluation.goals`), each met or short by how much. Writes under ``<run>/evaluate/``:
 ``scorecard.json``, ``ground_truth.parquet`` (the ground-truth heatmap) and ``metrics.json``.
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
+from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
 from conceptlens.evaluation.render import render_scorecard
@@ -115,6 +118,14 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
             "skipped": skipped}
     else:
         card["absent"]["runtime"] = f"no filter bundle in {bundle} (run `conceptlens monitor`)"
+    causes = run / "rootcause"
+    if (causes / "pipelines.parquet").is_file():
+        clusters = pq.read_table(causes / "clusters.parquet", columns=["set", "id", "pipeline", "cluster"])
+        ids = np.unique(clusters.filter(pc.equal(clusters["set"], "heldout"))["id"].to_numpy(zero_copy_only=False))
+        card["rootcause"] = rootcause_section(clusters, pq.read_table(causes / "pipelines.parquet"),
+                                              dict(zip(ids, truth.scenario_of(ids))), planted) | {"skipped": skipped}
+    else:
+        card["absent"]["rootcause"] = f"no `rootcause` outputs in {causes} (run `conceptlens rootcause`)"
     for name, why in card["absent"].items():
         log(f"evaluate: no {name} section: {why}")
     card = finite(card)
@@ -134,7 +145,10 @@ def run(cfg: Config) -> dict:
     with mlflow_run(cfg, "evaluate"):
         card = evaluate(cfg, truth)
         out = command_dir(cfg.run, "evaluate")
-        log_results(card, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet")
+        logged = card | ({"rootcause": {k: v for k, v in card["rootcause"].items() if k != "pipelines"}
+                          | {"chosen_scores": card["rootcause"]["pipelines"][card["rootcause"]["chosen"]]}}
+                         if "rootcause" in card else {})  # one pipeline's scores: the others are in scorecard.json
+        log_results(logged, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet")
     return card
 
 

@@ -188,6 +188,37 @@ class ServeConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    bottleneck: int = 64  # size of the code the `autoencoder` extractor clusters
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=128, lr=2e-3))
+
+
+@dataclass
+class RootcauseConfig:
+    embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
+    splits: List[str] = field(default_factory=lambda: ["calib", "test"])  # whose misclassified rows are clustered
+    adversarial: bool = False  # also cluster the successful attacks of `attack` (a separate set)
+    extractors: List[str] = field(default_factory=lambda: ["vlm", "encoder", "concepts", "backbone", "autoencoder",
+                                                           "relevance"])
+    reductions: List[str] = field(default_factory=lambda: ["none", "pca", "umap"])
+    clusterings: List[str] = field(default_factory=lambda: ["kmeans", "dbscan", "hdbscan", "hierarchical"])
+    hudd: bool = True  # also HUDD's own pipeline: relevance, no reduction, Ward linkage cut at the knee
+    class_weight: float = 1.0  # weight of the label block appended to every extractor's features (0 = none)
+    components: int = 10  # PCA / UMAP output size
+    fit_rows: int = 5000  # reductions and Ward are fitted on a seeded sample of this many failures
+    max_clusters: int = 20  # k-means / Ward try k = 2..max_clusters
+    pipeline: Optional[str] = None  # the pipeline whose clusters are reported (e.g. vlm/umap/dbscan); None = best index
+    backbone: str = "vlm"  # `vlm`: the VLM's vision tower before its projection; or a torchvision architecture
+    backbone_weights: Optional[str] = None  # torchvision weights tag or a state_dict file (for a torchvision backbone)
+    relevance_layer: str = "layer4"  # the classifier module whose LRP relevance is the `relevance` feature
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    alpha: float = 0.05  # false discovery rate of the concepts that set a cluster apart (Benjamini-Hochberg)
+    exemplars: int = 16  # images per cluster montage
+    num_cpus: float = 1.0  # per pipeline task
+    seed: int = 0
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -201,6 +232,7 @@ class Config:
     attack: AttackConfig = field(default_factory=AttackConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    rootcause: RootcauseConfig = field(default_factory=RootcauseConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from conceptlens.evaluation.scorecard import NATURAL
 
@@ -51,3 +53,38 @@ def _scores(labels: np.ndarray, names: np.ndarray, noise: int) -> dict:
             "noise_share": float((~clustered).mean()) if len(labels) else None,
             "purity": float(np.mean(purities)) if purities else None,
             "coverage": covered / len(scenarios) if scenarios else None, "scenarios": per_scenario}
+
+
+def rootcause_section(clusters: pa.Table, pipelines: pa.Table, scenario: dict, planted: list) -> dict:
+    """The scorecard's root-cause section for the ``heldout`` failure set: every pipeline's scores (rows outside a
+    planted slice, or in a scenario that was not planted, count as natural errors), the chosen pipeline's, the
+    best pipeline by the truth (:func:`truth_score`) and how far the choice is from it (rank: 1 + the pipelines
+    strictly better),
+    and whether each rare subgroup dominates a cluster of its own. ``scenario``: row id -> scenario name or None;
+    ``planted``: the planted :class:`~conceptlens.world.Scenario` objects."""
+    names = {s.name for s in planted}
+    heldout = clusters.filter(pc.equal(clusters["set"], "heldout"))
+    table = pipelines.filter(pc.equal(pipelines["set"], "heldout")).to_pylist()
+    per_pipeline = {}
+    for row in table:
+        chosen = heldout.filter(pc.equal(heldout["pipeline"], row["pipeline"]))
+        truth = np.array([s if s in names else None for s in (scenario[i] for i in chosen["id"].to_pylist())], object)
+        per_pipeline[row["pipeline"]] = cluster_scores(chosen["cluster"].to_numpy(), truth) | {
+            "index": row["index"], "chosen": row["chosen"]}
+    ranked = sorted(per_pipeline, key=lambda name: truth_score(per_pipeline[name]), reverse=True)
+    chosen = next(name for name, s in per_pipeline.items() if s["chosen"])
+    better = sum(truth_score(s) > truth_score(per_pipeline[chosen]) for s in per_pipeline.values())
+    rare = [s.name for s in planted if s.kind == "rare_subgroup"]
+    pick = per_pipeline[chosen]["planted_only"]
+    return {"set": "heldout", "failures": heldout.filter(pc.equal(heldout["pipeline"], chosen)).num_rows,
+            "chosen": chosen, "best_by_truth": ranked[0], "chosen_rank_by_truth": better + 1,
+            "pipelines_scored": len(ranked), "gap_to_best": {
+                k: (per_pipeline[ranked[0]]["planted_only"][k] or 0) - (pick[k] or 0) for k in ("purity", "coverage")},
+            "rare_covered": {name: pick["scenarios"].get(name, {}).get("cluster") is not None for name in rare},
+            "pipelines": per_pipeline}
+
+
+def truth_score(scores: dict) -> tuple[float, float]:
+    """How good a pipeline is by the truth: planted-only purity × coverage, ties broken by the same with the
+    natural errors as their own scenario."""
+    return tuple((scores[k]["purity"] or 0) * (scores[k]["coverage"] or 0) for k in ("planted_only", "with_natural"))

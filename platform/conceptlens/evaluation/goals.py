@@ -7,13 +7,16 @@
 * every planted scenario's concept comes first among its class's blamed concepts;
 * fault localisation: ≥ 90 % of the errors of a slice whose fault site is known are blamed there (a
   ``head_fault``: the head, the issue's goal; a ``blind_spot`` on an occluding condition: the encoder, held
-  to the same bar).
+  to the same bar);
+* root causes (the chosen pipeline, held-out failures, planted scenarios only): purity ≥ 0.95, coverage 1.0,
+  and every rare subgroup dominates a cluster of its own.
 """
 from __future__ import annotations
 
 RECOMMENDED_SOURCE = "vlm"  # an observer independent of the classifier: its view does not shift with the error
 PRESENTED = "reliable"  # the cells the product presents as findings
 MIN_PRECISION, MIN_RECALL, MIN_TOP_CAUSE, MIN_LOCALISED = 0.90, 0.70, 0.90, 0.90
+MIN_PURITY, MIN_COVERAGE = 0.95, 1.0
 
 
 def _goal(value, target: float) -> dict:
@@ -37,6 +40,12 @@ def goals(card: dict) -> dict:
         for name, s in card["localisation"]["scenarios"].items():
             if s["truth"]:
                 out[f"localised.{name}"] = _goal(s["agreement"], MIN_LOCALISED)
+    if "rootcause" in card:
+        chosen = card["rootcause"]["pipelines"][card["rootcause"]["chosen"]]["planted_only"]
+        out["rootcause_purity"] = _goal(chosen["purity"], MIN_PURITY)
+        out["rootcause_coverage"] = _goal(chosen["coverage"], MIN_COVERAGE)
+        for name, covered in card["rootcause"]["rare_covered"].items():
+            out[f"rare_own_cluster.{name}"] = {"value": covered, "target": True, "met": covered}
     return out
 
 
@@ -45,6 +54,9 @@ def render_goals(found: dict) -> list[str]:
     lines = [f"goals ({RECOMMENDED_SOURCE} source, {PRESENTED} cells): "
              f"{sum(g['met'] for g in found.values())} of {len(found)} met"]
     for name, g in found.items():
+        if name.startswith("rare_own_cluster."):
+            lines.append(f"  {name:<44} {'met' if g['met'] else 'NOT MET: no cluster of its own'}")
+            continue
         if name.startswith("planted_first."):
             state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")
             lines.append(f"  {name:<44} {state}")

@@ -1,6 +1,7 @@
 """The scorecard as a printed table."""
 from __future__ import annotations
 
+from conceptlens.evaluation.clusters import truth_score
 from conceptlens.evaluation.goals import render_goals
 from conceptlens.semantic import SOURCES
 
@@ -51,6 +52,8 @@ def render_scorecard(card: dict) -> str:
         for name, s in card["runtime"]["scenarios"].items():
             lines.append(f"  {name:<{width}}{s['errors']:>5} errors  AUROC {_num(s['auroc'], '.3f')}  "
                          f"flagged {_num(s['flagged'])}")
+    if "rootcause" in card:
+        lines += _rootcause_lines(card["rootcause"])
     lines += [f"{name}: absent, {why}" for name, why in card["absent"].items()]
     if card["world"]["skipped"]:
         lines.append(f"skipped (not planted): {', '.join(card['world']['skipped'])}")
@@ -62,3 +65,26 @@ def render_scorecard(card: dict) -> str:
 def _rank(r: dict) -> str:
     return f"{r['rank']} of {r['blamed']} ({r['concept']} ×{r['risk_ratio']:.2f})" if r["rank"] else \
         f"not blamed ({r['blamed']} blamed)"
+
+
+def _rootcause_lines(rc: dict, shown: int = 8) -> list[str]:
+    """The chosen pipeline, how far it is from the best by the truth, the pipelines best by the truth (planted-only
+    and with natural errors as their own scenario), and each planted scenario's best cluster."""
+    lines = [f"root causes ({rc['failures']} held-out failures, {rc['pipelines_scored']} pipelines): chosen "
+             f"{rc['chosen']}, rank {rc['chosen_rank_by_truth']} by the truth (best {rc['best_by_truth']}; "
+             f"purity {rc['gap_to_best']['purity']:+.2f}, coverage {rc['gap_to_best']['coverage']:+.2f} behind)",
+             f"  {'pipeline':<42}{'index':>7}{'k':>4}{'noise':>7}{'purity':>8}{'cover':>7}"
+             f"{'+natural':>10}{'cover':>7}"]
+    by_truth = sorted(rc["pipelines"].items(), key=lambda kv: truth_score(kv[1]), reverse=True)
+    listed = [kv for kv in by_truth[:shown]] + [kv for kv in by_truth[shown:] if kv[1]["chosen"]]
+    for name, s in listed:
+        p, n = s["planted_only"], s["with_natural"]
+        lines.append(f"  {name + (' (chosen)' if s['chosen'] else ''):<42}{s['index']:>7.3f}{n['clusters']:>4}"
+                     f"{_num(n['noise_share']):>7}{_num(p['purity']):>8}{_num(p['coverage']):>7}"
+                     f"{_num(n['purity']):>10}{_num(n['coverage']):>7}")
+    chosen = rc["pipelines"][rc["chosen"]]["planted_only"]["scenarios"]
+    for name, s in chosen.items():
+        lines.append(f"  {name:<42}{s['rows']:>5} rows: best cluster "
+                     + (f"{s['cluster']} (purity {s['purity']:.2f}, recall {s['recall']:.2f})" if s["cluster"] is not None
+                        else "none (it dominates no cluster)"))
+    return lines

@@ -105,9 +105,10 @@ def _with_outputs(head: nn.Module, num_classes: int) -> nn.Module:
     return head
 
 
-def _load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state(path: str | os.PathLike, what: str = "classifier checkpoint") -> dict[str, torch.Tensor]:
+    """A state dict from a file: raw, or under ``state_dict`` / ``model`` (loaded with ``weights_only``)."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
@@ -134,7 +135,7 @@ def build_classifier(arch: str, *, num_classes: int, head: str = "fc", weights: 
     ``checkpoint``: a state dict (raw, or under ``"state_dict"``/``"model"``) of the whole model or of a
     :class:`Classifier`; it is loaded last and strictly.
     """
-    state = _load_state(checkpoint) if checkpoint else None  # a missing file fails before any model is built
+    state = load_state(checkpoint) if checkpoint else None  # a missing file fails before any model is built
     encoder, head_module = split_model(_make(arch, num_classes, weights), head)
     clf = Classifier(encoder, _with_outputs(head_module, num_classes) if weights else head_module)
     if state is not None:

@@ -82,3 +82,28 @@ def map_parquet(folder: str, fn: Callable[[dict], dict], *, batch_size: int, num
     ds = ray.data.read_parquet(folder, columns=columns)
     ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def put(value) -> "ray.ObjectRef":
+    """``value`` in the object store, shared by every task that takes the returned reference."""
+    return ray.put(value)
+
+
+def submit(fn: Callable, *args, num_cpus: float = 1.0, retries: int = 2, **kwargs) -> "ray.ObjectRef":
+    """Run ``fn(*args, **kwargs)`` as a Ray task (arguments may be object references, resolved before it runs;
+    a task whose worker dies is retried ``retries`` times)."""
+    return ray.remote(num_cpus=num_cpus, max_retries=retries)(fn).remote(*args, **kwargs)
+
+
+def completed(refs: list) -> Iterator[tuple[int, object]]:
+    """``(position, result)`` of each task in ``refs`` as it finishes."""
+    position = {ref: i for i, ref in enumerate(refs)}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield position[done[0]], ray.get(done[0])
+
+
+def fetch(ref: "ray.ObjectRef"):
+    """The value behind an object reference."""
+    return ray.get(ref)

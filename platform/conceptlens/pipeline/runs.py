@@ -51,6 +51,15 @@ def embed_folder(cfg: Config) -> Path:
     return Path(cfg.run.root) / cfg.run.name / "embed"
 
 
+def embeddings_table(cfg: Config, override: str | None, key: str) -> Path:
+    """The embeddings table a command reads: ``override`` (the command's ``<key>``) when set, else this run's
+    ``embed`` output; FileNotFoundError saying what to do when it holds no Parquet file."""
+    path = Path(override) if override else embed_folder(cfg) / "embeddings"
+    if not any(path.glob("*.parquet")):
+        raise FileNotFoundError(f"no embeddings table at {path}; run `conceptlens embed` first or set {key}=FOLDER")
+    return path
+
+
 def record_inputs(folder: Path, cfg: Config, spec: ModelSpec, source: str | Path, classes: Sequence[str]) -> Path:
     """Write ``<folder>/inputs.json``: the models (``spec``), the data ``source`` read and its ``classes``
     (the order behind ``label_index``), and the data settings of ``cfg``, as config keys."""
@@ -135,10 +144,11 @@ def log(msg: str) -> None:
 
 
 class Progress:
-    """Periodic ``done/total rows (rate)`` lines: at most one every ``every`` seconds, and one at the end."""
+    """Periodic ``done/total <unit> (rate, time left)`` lines: at most one every ``every`` seconds, and one at the
+    end."""
 
-    def __init__(self, what: str, total: int | None = None, every: float = 10.0):
-        self.what, self.total, self.every = what, total, every
+    def __init__(self, what: str, total: int | None = None, every: float = 10.0, unit: str = "rows"):
+        self.what, self.total, self.every, self.unit = what, total, every, unit
         self.done, self.start, self.last = 0, time.time(), time.time()
 
     @property
@@ -151,4 +161,6 @@ class Progress:
         if finished or time.time() - self.last >= self.every:
             self.last = time.time()
             of = f"/{self.total}" if self.total is not None else ""
-            log(f"{self.what}: {self.done}{of} rows ({self.rate:.0f} rows/s)")
+            left = f", ~{(self.total - self.done) / self.rate:.0f} s left" if self.total and not finished and \
+                self.rate > 0 else ""
+            log(f"{self.what}: {self.done}{of} {self.unit} ({self.rate:.1f} {self.unit}/s{left})")

@@ -21,7 +21,7 @@ from typing import Iterator
 from conceptlens.config import Config, config_hash, to_dict, world_key
 from conceptlens.pipeline.runs import log, model_spec
 
-PIPELINE, COMMAND = "pipeline", "command"  # values of the tag conceptlens.kind
+PIPELINE, COMMAND, PART = "pipeline", "command", "part"  # values of the tag conceptlens.kind
 SQLITE = "sqlite:///"
 
 
@@ -188,3 +188,23 @@ def log_results(metrics: dict, *paths: Path, tags: dict[str, str] | None = None)
             mlflow.log_artifact(str(path))
     if tags:
         mlflow.set_tags(tags)
+
+
+def log_child_runs(children: list[dict], tags: dict[str, str] | None = None) -> None:
+    """One nested run under the active (command) run per ``{"name", "params", "metrics"}`` (e.g. each pipeline
+    of a grid), logged in one batch call each, with the command's tags and ``conceptlens.kind=part``."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    parent = mlflow.active_run()
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    inherited = {k: v for k, v in client.get_run(parent.info.run_id).data.tags.items() if not k.startswith("mlflow.")}
+    for child in children:
+        run = client.create_run(parent.info.experiment_id, run_name=child["name"],
+                                tags=inherited | (tags or {}) | {"mlflow.parentRunId": parent.info.run_id,
+                                                                 "conceptlens.kind": PART})
+        client.log_batch(run.info.run_id,
+                         metrics=[Metric(k, v, now, 0) for k, v in numeric_metrics(child["metrics"]).items()],
+                         params=[Param(k, str(v)[:500]) for k, v in flatten(child["params"]).items()])
+        client.set_terminated(run.info.run_id, "FINISHED")

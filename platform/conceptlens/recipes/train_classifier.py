@@ -12,40 +12,47 @@ from conceptlens.config import TrainConfig
 from conceptlens.recipes.data import minibatches, to_float
 
 
-def train_classifier(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *,
-                     device: torch.device, seed: int = 0, log: Callable[[str], None] = print) -> dict:
-    """Fit ``model`` (float images in [0, 1] -> logits) with AdamW and a one-cycle schedule.
-
-    ``images``: ``uint8 (N, 3, H, W)``; ``labels``: ``int64 (N,)``. Random horizontal flips are
-    the only augmentation. Stops early, and says so, after ``cfg.max_minutes``.
-    Returns ``{"epochs": completed epochs, "loss": last epoch's mean loss, "seconds": ...}``.
+def fit(model: torch.nn.Module, images: torch.Tensor, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        cfg: TrainConfig, *, device: torch.device, seed: int = 0, log: Callable[[str], None] = print,
+        name: str = "model") -> dict:
+    """The recipes' training loop: AdamW with a one-cycle schedule over seeded minibatches of ``images``
+    (``uint8 (N, 3, H, W)``, made float in [0, 1], randomly flipped left-right: the only augmentation);
+    ``loss_of(x, idx)`` is the loss of the batch ``x`` of rows ``idx``. Stops early, and says so, after
+    ``cfg.max_minutes``. Returns ``{"epochs": completed epochs, "loss": last epoch's mean loss, "seconds": ...}``.
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     steps = cfg.epochs * -(-len(images) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
-    start, epoch, loss_sum = time.time(), 0, 0.0
+    start, epoch, loss_sum, seen = time.time(), 0, 0.0, 0
     for epoch in range(1, cfg.epochs + 1):
         loss_sum, seen = 0.0, 0
         for idx in minibatches(len(images), cfg.batch_size, gen):
             x = to_float(images[idx], device)
             flip = torch.rand(len(x), generator=gen) < 0.5
             x[flip] = x[flip].flip(-1)
-            loss = F.cross_entropy(model(x), labels[idx].to(device))
+            loss = loss_of(x, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
         elapsed = time.time() - start
-        log(f"classifier epoch {epoch}/{cfg.epochs}: loss {loss_sum / seen:.3f} "
-            f"({seen * epoch / elapsed:.0f} img/s)")
+        log(f"{name} epoch {epoch}/{cfg.epochs}: loss {loss_sum / seen:.4g} ({seen * epoch / elapsed:.0f} img/s)")
         if elapsed > cfg.max_minutes * 60 and epoch < cfg.epochs:
-            log(f"classifier: stopping after {epoch} epochs, over train.max_minutes={cfg.max_minutes}")
+            log(f"{name}: stopping after {epoch} epochs, over train.max_minutes={cfg.max_minutes}")
             break
     model.eval()
     return {"epochs": epoch, "loss": loss_sum / max(seen, 1), "seconds": time.time() - start}
+
+
+def train_classifier(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, *,
+                     device: torch.device, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    """Fit ``model`` (float images in [0, 1] -> logits) to ``labels`` ``int64 (N,)`` with cross-entropy
+    (:func:`fit`)."""
+    return fit(model, images, lambda x, idx: F.cross_entropy(model(x), labels[idx].to(device)), cfg,
+               device=device, seed=seed, log=log, name="classifier")
 
 
 @torch.no_grad()

@@ -40,3 +40,26 @@ def plot_heatmap(values: np.ndarray, classes: list[str], concepts: list[str], pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_montage(paths: list[str], path: str | Path, *, title: str, columns: int = 8, size: int = 64) -> Path:
+    """Write the images at ``paths`` as one grid PNG (``columns`` wide, each shown at ``size`` px), titled;
+    an unreadable image shows as a grey tile."""
+    from PIL import Image
+
+    rows = max(1, -(-len(paths) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size / 72, rows * size / 72 + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image_path in zip(axes.ravel(), paths):
+        try:
+            with Image.open(image_path) as img:
+                ax.imshow(np.asarray(img.convert("RGB")))
+        except OSError:
+            ax.imshow(np.full((size, size, 3), 128, np.uint8))
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path

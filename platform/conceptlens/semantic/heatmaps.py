@@ -57,6 +57,21 @@ class Moments:
             return np.maximum(self.ss - self.s ** 2 / n, 0) / (n - 1)
 
 
+def presence(scores: np.ndarray, mean: np.ndarray, std: np.ndarray, groups: list[list[int]],
+             threshold: float) -> np.ndarray:
+    """Which concepts each row shows, ``bool (N, C)`` from raw scores ``(N, C)``: the top-scoring value of each
+    exclusive group (raw cosine, not z-scores: a z-score would rank a value by how unusual it is in these
+    rows rather than by how well it describes the image); free-standing concepts whose z-score (``mean``,
+    ``std`` per concept) exceeds ``threshold``."""
+    scores = np.asarray(scores, np.float64)
+    present = (scores - mean) / std > threshold
+    rows = np.arange(len(scores))
+    for members in groups:
+        present[:, members] = False
+        present[rows, np.asarray(members)[scores[:, members].argmax(1)]] = True
+    return present
+
+
 class HeatmapAccumulator:
     """Streams one source's concept scores ``(N, C)`` with labels and predictions into heatmaps.
 
@@ -93,16 +108,8 @@ class HeatmapAccumulator:
         return (np.asarray(scores, np.float64) - self.mu) / self.sigma
 
     def presence(self, scores: np.ndarray) -> np.ndarray:
-        """Which concepts each row shows, ``bool (N, C)`` from raw scores ``(N, C)``: the top-scoring value of each
-        exclusive group (raw cosine, not z-scores: a z-score would rank a value by how unusual it is in these
-        rows rather than by how well it describes the image); free-standing concepts above the threshold."""
-        scores = np.asarray(scores, np.float64)
-        present = self.standardize(scores) > self.threshold
-        rows = np.arange(len(scores))
-        for members in self.groups:
-            present[:, members] = False
-            present[rows, np.asarray(members)[scores[:, members].argmax(1)]] = True
-        return present
+        """:func:`presence` with the frozen statistics."""
+        return presence(scores, self.mu, self.sigma, self.groups, self.threshold)
 
     def update_presence(self, scores: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
         present = self.presence(scores).astype(np.float64)
