@@ -119,11 +119,15 @@ def image_features(cfg: Config, names: list[str], rows: dict, all_rows: dict) ->
     factory = functools.partial(ImageFeatureSet, names, spec, backbone=cfg_rc.backbone,
                                 backbone_weights=cfg_rc.backbone_weights, relevance_layer=cfg_rc.relevance_layer,
                                 autoencoder=autoencoder, device=cfg.run.device)
-    found = {name: {} for name in names}
+    found, unreadable = {name: {} for name in names}, []
     table = pa.table({"id": rows["id"], "path": rows["path"]})
     for batch in map_images(table, factory, cfg.embed, batch_size=cfg.embed.batch_size, image_size=size):
+        unreadable += [i for i, error in zip(batch["id"].tolist(), batch["error"]) if error]
         for name in names:
             found[name].update(zip(batch["id"].tolist(), batch[f"rootcause_{name}"]))
+    if unreadable:  # embedded once, unreadable now (moved or damaged since): they stay, as blank images
+        log(f"rootcause: warning: {len(unreadable)} failure images could not be read again (first: "
+            f"{unreadable[0]}); their image features are those of a blank image")
     return {name: np.stack([found[name][i] for i in rows["id"].tolist()]).astype(np.float32) for name in names}
 
 
