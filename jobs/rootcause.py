@@ -31,7 +31,7 @@ from conceptlens.models import concept_groups
 from conceptlens.pipeline.raydata import init_ray, map_images
 from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, log, model_spec, run_inputs,
                                        write_metrics)
-from conceptlens.pipeline.shards import read_rows, rows_digest
+from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.recipes.train_autoencoder import ensure_autoencoder
 from conceptlens.report.figures import plot_montage
@@ -41,6 +41,7 @@ from conceptlens.rootcause import (IMAGE_EXTRACTORS, NOISE, TABLE_EXTRACTORS, Ca
 from conceptlens.semantic import presence
 
 MIN_FAILURES = 8
+SHOWN = 8  # pipelines printed, best internal index first (all of them in pipelines.parquet)
 
 
 def failure_sets(cfg: Config, clean: dict) -> dict[str, dict]:
@@ -114,8 +115,7 @@ def image_features(cfg: Config, names: list[str], rows: dict, all_rows: dict) ->
     spec, cfg_rc, size = model_spec(cfg), cfg.rootcause, cfg.data.image_size
     autoencoder = None
     if "autoencoder" in names:
-        table = pa.table({"id": all_rows["id"], "path": all_rows["path"]})
-        autoencoder = str(ensure_autoencoder(cfg, list(all_rows["path"]), size, rows_digest(table), log=log))
+        autoencoder = str(ensure_autoencoder(cfg, list(all_rows["path"]), size, log=log))
     factory = functools.partial(ImageFeatureSet, names, spec, backbone=cfg_rc.backbone,
                                 backbone_weights=cfg_rc.backbone_weights, relevance_layer=cfg_rc.relevance_layer,
                                 autoencoder=autoencoder, device=cfg.run.device)
@@ -147,7 +147,7 @@ def study(cfg: Config, name: str, rows: dict, all_rows: dict, concepts: dict | N
     log_child_runs([{"name": f"{cfg.run.name}/rootcause/{name}/{r.pipeline.name}",
                      "params": {"set": name, "extractor": r.pipeline.extractor, "reduction": r.pipeline.reduction,
                                 "clustering": r.pipeline.clustering, **r.clustering.params},
-                     "metrics": {k: v for k, v in r.row().items() if k in ("index", "clusters", "noise_share", "seconds")}
+                     "metrics": {k: r.row()[k] for k in ("index", "clusters", "noise_share", "seconds")}
                      | {"chosen": float(r is chosen)}} for r in results])
     cards = describe_clusters(cfg, name, chosen, rows, all_rows, concepts, classes, out / "figures")
     return {"rows": rows, "results": results, "chosen": chosen, "cards": cards}
@@ -189,8 +189,9 @@ def write_outputs(studies: dict[str, dict], out: Path) -> dict:
                                       "cluster": labels, "noise": labels == NOISE}))
             pipelines.append(r.row() | {"set": name, "chosen": r is s["chosen"]})
         chosen = s["chosen"]
-        summary["sets"][name] = {"failures": len(ids), "pipelines": len(s["results"]),
-                                 "chosen": chosen.row(),
+        summary["sets"][name] = {"failures": len(ids), "pipelines": len(s["results"]), "chosen": chosen.row(),
+                                 "best_by_index": [r.row() for r in sorted(s["results"],
+                                                                           key=lambda r: -r.clustering.index)[:SHOWN]],
                                  "cards": [c.as_dict() | {"exemplar_ids": [ids[i] for i in c.exemplars]}
                                            for c in s["cards"]]}
     pq.write_table(pa.concat_tables(clusters), out / "clusters.parquet")
@@ -220,8 +221,12 @@ def report(summary: dict) -> str:
     lines = []
     for name, s in summary["sets"].items():
         c = s["chosen"]
-        lines.append(f"{name}: {s['failures']} failures, {s['pipelines']} pipelines; chosen {c['pipeline']} "
-                     f"(index {c['index']:.3f}, {c['clusters']} clusters, noise {c['noise_share']:.0%}):")
+        lines.append(f"{name}: {s['failures']} failures, {s['pipelines']} pipelines, best internal index first:")
+        lines.append(f"  {'pipeline':<34}{'index':>7}{'k':>4}{'noise':>7}{'seconds':>9}  settings")
+        lines += [f"  {p['pipeline']:<34}{p['index']:>7.3f}{p['clusters']:>4}{p['noise_share']:>7.0%}"
+                  f"{p['seconds']:>9.1f}  {p['params']}" for p in s["best_by_index"]]
+        lines.append(f"chosen {c['pipeline']} (index {c['index']:.3f}, {c['clusters']} clusters, noise "
+                     f"{c['noise_share']:.0%}):")
         lines += [f"  {describe(Card.from_dict(card))}" for card in s["cards"][:10]]
         if len(s["cards"]) > 10:
             lines.append(f"  … {len(s['cards']) - 10} more in cards.json")

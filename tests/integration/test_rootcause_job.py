@@ -108,12 +108,14 @@ def test_successful_attacks_are_clustered_as_a_set_of_their_own(outputs, demo_ru
     for step in ("world", "embed", "analyze", "attack"):
         (run / step).symlink_to(demo_run / "demo" / step)
     argv = ["--config", demo_config, f"run.root={tmp_path}", "rootcause.adversarial=true", "rootcause.fit_rows=200",
+            "rootcause.splits=[test]",
             "rootcause.extractors=[vlm]", "rootcause.reductions=[umap]", "rootcause.clusterings=[kmeans]"]
     assert rootcause.main(argv) == 0
     clusters = pq.read_table(run / "rootcause" / "clusters.parquet").to_pandas()
     assert set(clusters["set"]) == {"heldout", "adversarial"}
     adversarial = pq.read_table(demo_run / "demo" / "attack" / "embeddings",
-                                columns=["id", "label_index", "clean_prediction", "prediction"]).to_pandas()
+                                columns=["id", "split", "label_index", "clean_prediction", "prediction"]).to_pandas()
+    adversarial = adversarial[adversarial["split"] == "test"]
     flipped = adversarial[(adversarial["clean_prediction"] == adversarial["label_index"])
                           & (adversarial["prediction"] != adversarial["label_index"])]  # as the stored image is seen
     assert set(clusters.loc[clusters["set"] == "adversarial", "id"]) == set(flipped["id"])

@@ -3,6 +3,7 @@ on untrained tiny models and synthetic images."""
 import functools
 import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,9 +191,14 @@ def test_ensure_autoencoder_trains_once_then_reuses_the_cache(tmp_path):
                                  "rootcause.autoencoder.bottleneck=8", "rootcause.autoencoder.train.epochs=1",
                                  "rootcause.autoencoder.train.batch_size=32"])
     first, second = [], []
-    path = ensure_autoencoder(cfg, paths, 48, "digest-a", log=first.append)
+    path = ensure_autoencoder(cfg, paths, 48, log=first.append)
     assert path.name.startswith("autoencoder-") and path.with_suffix(".json").is_file()
     assert any("training" in line for line in first)
-    assert ensure_autoencoder(cfg, paths, 48, "digest-a", log=second.append) == path
+    copies = tmp_path / "elsewhere"  # the same images in another folder: the same model
+    copies.mkdir()
+    moved = [str(copies / Path(p).name) for p in paths]
+    for src, dst in zip(paths, moved):
+        Path(dst).write_bytes(Path(src).read_bytes())
+    assert ensure_autoencoder(cfg, moved, 48, log=second.append) == path
     assert second == [f"autoencoder: reusing {path}"]
-    assert ensure_autoencoder(cfg, paths, 48, "digest-b", log=lambda _: None) != path  # other images, other model
+    assert ensure_autoencoder(cfg, paths[:-1], 48, log=lambda _: None) != path  # other images, other model

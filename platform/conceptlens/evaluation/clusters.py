@@ -59,9 +59,8 @@ def rootcause_section(clusters: pa.Table, pipelines: pa.Table, scenario: dict, p
     """The scorecard's root-cause section for the ``heldout`` failure set: every pipeline's scores (rows outside a
     planted slice, or in a scenario that was not planted, count as natural errors), the chosen pipeline's, the
     best pipeline by the truth (:func:`truth_score`) and how far the choice is from it (rank: 1 + the pipelines
-    strictly better),
-    and whether each rare subgroup dominates a cluster of its own. ``scenario``: row id -> scenario name or None;
-    ``planted``: the planted :class:`~conceptlens.world.Scenario` objects."""
+    strictly better), and whether each rare subgroup dominates a cluster of its own. ``scenario``: row id ->
+    scenario name or None; ``planted``: the planted :class:`~conceptlens.world.Scenario` objects."""
     names = {s.name for s in planted}
     heldout = clusters.filter(pc.equal(clusters["set"], "heldout"))
     table = pipelines.filter(pc.equal(pipelines["set"], "heldout")).to_pylist()

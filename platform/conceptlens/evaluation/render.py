@@ -76,7 +76,7 @@ def _rootcause_lines(rc: dict, shown: int = 8) -> list[str]:
              f"  {'pipeline':<42}{'index':>7}{'k':>4}{'noise':>7}{'purity':>8}{'cover':>7}"
              f"{'+natural':>10}{'cover':>7}"]
     by_truth = sorted(rc["pipelines"].items(), key=lambda kv: truth_score(kv[1]), reverse=True)
-    listed = [kv for kv in by_truth[:shown]] + [kv for kv in by_truth[shown:] if kv[1]["chosen"]]
+    listed = by_truth[:shown] + [kv for kv in by_truth[shown:] if kv[1]["chosen"]]
     for name, s in listed:
         p, n = s["planted_only"], s["with_natural"]
         lines.append(f"  {name + (' (chosen)' if s['chosen'] else ''):<42}{s['index']:>7.3f}{n['clusters']:>4}"

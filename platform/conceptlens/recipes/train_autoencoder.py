@@ -10,6 +10,7 @@ numbers, and the mirrored decoder with a sigmoid output, trained with mean squar
 """
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conceptlens.config import AutoencoderConfig, Config, config_hash
-from conceptlens.models import decode_image, resolve_device
+from conceptlens.models import decode_image, file_digest, resolve_device
 from conceptlens.recipes.conceptworld import RECIPE_VERSION, _cached
 from conceptlens.recipes.train_classifier import fit
 
@@ -116,14 +117,23 @@ def decode_images(paths: Sequence[str], image_size: int, workers: int = 4) -> to
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def ensure_autoencoder(cfg: Config, paths: Sequence[str], image_size: int, digest: str, log: Log = print) -> Path:
+def images_digest(paths: Sequence[str]) -> str:
+    """What a list of image files holds, in order, wherever they lie: a hash of their contents' digests."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(file_digest(path).encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_autoencoder(cfg: Config, paths: Sequence[str], image_size: int, log: Log = print) -> Path:
     """A checkpoint of ``cfg.rootcause.autoencoder`` trained on the images at ``paths`` (cached).
 
-    ``digest`` identifies the image set (e.g. a hash of the embeddings table's ids); with the config, the
-    image side and ``rootcause.seed`` it makes the cache key. Trains on ``cfg.run.device``.
+    The cache key is the config, the images' contents in order (:func:`images_digest`: the same held-out
+    images of another world folder reuse the model), the image side and ``rootcause.seed``. Trains on
+    ``cfg.run.device``.
     """
     ae, seed = cfg.rootcause.autoencoder, cfg.rootcause.seed
-    key = config_hash(ae, {"images": digest, "image_size": image_size, "seed": seed}, RECIPE_VERSION)
+    key = config_hash(ae, {"images": images_digest(paths), "image_size": image_size, "seed": seed}, RECIPE_VERSION)
     path = Path(cfg.run.cache_dir) / "models" / f"autoencoder-{key}.pt"
 
     def train(tmp: Path) -> dict:
