@@ -6,12 +6,16 @@ candidate setting is scored by the same index, never by the ground truth (our de
     index = silhouette of the clustered rows × share of rows clustered
 
 the Euclidean silhouette (on a seeded sample of at most ``score_rows`` rows whose distances are computed once
-per clustering call, noise left out)
-says how well separated the clusters are; the factor keeps a density method from winning by calling
-most rows noise. Fewer than two clusters score -1. The same index ranks pipelines against each other.
-Known weakness: on the demo's failures it prefers a coarse two-cluster split over the finer clustering
-that separates the planted scenarios (VLM + UMAP + DBSCAN: purity 0.94, coverage 1.00), so it is not yet
-the index to pick a pipeline by.
+per clustering call, noise left out) says how well separated the clusters are; the factor keeps a density
+method from winning by calling most rows noise. Fewer than two clusters score -1. The same index ranks
+pipelines against each other. On features without the label block
+(:func:`conceptlens.rootcause.features.with_labels`) it prefers, like DBCV, Calinski-Harabasz and a
+per-cluster silhouette measured beside it, a coarse split of the demo's failures by what they look like over
+the finer one that separates their causes; with the block it picks the finer one.
+
+``hudd`` is HUDD's own choice instead: Ward linkage on the pairwise distances, cut at the knee of the
+within-cluster sum of squares over k = 1..max_clusters (the point farthest below the chord of the normalised
+curve); its index is reported, not used to choose.
 """
 from __future__ import annotations
 
