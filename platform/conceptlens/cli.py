@@ -22,6 +22,7 @@ COMMANDS = {
     "monitor": ("conceptlens.jobs.monitor", "calibrate the runtime filter, compare it with baselines, register it"),
     "serve": ("conceptlens.jobs.serve", "the runtime filter as an HTTP endpoint on a local Ray Serve (Ctrl-C stops)"),
     "rootcause": ("conceptlens.jobs.rootcause", "cluster the failures into root causes (HUDD/SAFE pipeline grid on Ray)"),
+    "explain": ("conceptlens.jobs.explain", "describe each root cause in validated sentences (LBEE: TopS, SetDiff, PDiff, FPDiff)"),
     "evaluate": ("conceptlens.jobs.evaluate", "score a ConceptWorld run's diagnoses against the world's truth"),
     "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
 }

@@ -219,6 +219,33 @@ class RootcauseConfig:
 
 
 @dataclass
+class ExplainConfig:
+    embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
+    splits: List[str] = field(default_factory=lambda: ["calib", "test"])  # the hard (misclassified) and easy rows
+    bank: Optional[str] = None  # a sentence-bank YAML; None = the bundled ConceptWorld bank
+    clusters: str = "rootcause"  # the hard clusters: `rootcause` (its chosen pipeline) or `kmeans` (VLM space)
+    k: int = 8  # clusters when clusters=kmeans
+    method: str = "fpdiff"  # the method whose sentences are shown: tops, setdiff, pdiff or fpdiff
+    top_k: int = 5  # sentences per cluster and method, validated and written
+    pick_share: float = 0.5  # share of rows (by a hash of the id) that pick sentences; the rest validate them
+    class_share: float = 0.2  # a class names a cluster's sentences when it holds this share of the cluster
+    generic_share: float = 0.5  # sentences without a class are candidates when no class holds this share
+    min_gain: float = 3.0  # fpdiff: each term of a sentence must add this much (Welch t, hard vs easy)
+    min_lift: float = 0.1  # fpdiff: ... and raise the sentence's pdiff this much over the sentence without it
+    easy_clusters: int = 10  # setdiff: k-means clusters of the easy rows
+    setdiff_top: int = 50  # setdiff: sentences near an easy cluster (its top) are removed
+    retrieve_share: float = 0.2  # validation: a sentence retrieves this share of its rows (its class, or all)
+    alpha: float = 0.05  # false discovery rate of the validation (Benjamini-Hochberg over every sentence tested)
+    beta: float = 2.0  # reference set S*_beta: sentences whose retrieved error rate is beta x their rows' rate
+    sweep_k: List[int] = field(default_factory=lambda: [1, 3, 5, 10])  # metrics at these sentences per cluster
+    sweep_clusters: List[int] = field(default_factory=lambda: [2, 4, 8, 16])  # ... and these k-means cluster counts
+    batch_size: int = 512  # sentences per text-tower batch
+    ray_min_sentences: int = 50000  # banks at least this large are embedded by a Ray Data actor pool
+    min_cluster: int = 5  # clusters with fewer hard rows to pick from are not described
+    seed: int = 0
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -233,6 +260,7 @@ class Config:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     rootcause: RootcauseConfig = field(default_factory=RootcauseConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

@@ -3,10 +3,10 @@ embedder that turns images into the rows of the embeddings table."""
 from conceptlens.models.classifier import Classifier, build_classifier, save_classifier, split_model
 from conceptlens.models.concepts import ConceptSet, concept_groups, load_concepts
 from conceptlens.models.device import resolve_device
-from conceptlens.models.embedding import (VECTOR_COLUMNS, Embedder, ModelSpec, decode_batch, decode_image,
-                                          file_digest)
+from conceptlens.models.embedding import (VECTOR_COLUMNS, Embedder, ModelSpec, TextEmbedder, decode_batch,
+                                          decode_image, file_digest)
 from conceptlens.models.vlm import VLM, ConceptBank, build_vlm, register_model_config, save_vlm
 
-__all__ = ["VECTOR_COLUMNS", "Classifier", "ConceptBank", "ConceptSet", "Embedder", "ModelSpec", "VLM",
+__all__ = ["VECTOR_COLUMNS", "Classifier", "ConceptBank", "ConceptSet", "Embedder", "ModelSpec", "TextEmbedder", "VLM",
            "build_classifier", "build_vlm", "concept_groups", "decode_batch", "decode_image", "file_digest",
            "load_concepts", "register_model_config", "resolve_device", "save_classifier", "save_vlm", "split_model"]

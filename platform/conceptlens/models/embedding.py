@@ -122,3 +122,19 @@ class Embedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {k: v for k, v in batch.items() if k != "image"}
         return out | self.embed(batch["image"])
+
+
+class TextEmbedder:
+    """The VLM's text tower on a batch: ``__call__({"text": (N,) str, ...})`` adds ``text_embedding`` (float32, E,
+    L2-normalised); :meth:`encode` takes a list of texts."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.vlm = spec.vlm().to(self.device).eval()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.vlm.encode_texts(texts).cpu().numpy()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return batch | {"text_embedding": self.encode([str(t) for t in batch["text"]])}

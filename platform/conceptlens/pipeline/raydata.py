@@ -74,6 +74,19 @@ def embed_table(table: pa.Table, spec: ModelSpec, cfg: EmbedConfig, *, image_siz
                           image_size=image_size, tag_node=True)
 
 
+def map_texts(texts: list[str], factory: Callable[[], Callable[[dict], dict]], pool: EmbedConfig, *,
+              batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """``texts`` (with their ``index``) through a pool of actors that each build ``factory()`` (e.g. a
+    :class:`~conceptlens.models.TextEmbedder`), streamed in input order."""
+    table = pa.table({"index": np.arange(len(texts)), "text": texts})
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ds = ray.data.from_arrow([table.slice(i, batch_size) for i in range(0, len(texts), batch_size)])
+    ds = ds.map_batches(_ModelActor, fn_constructor_args=(factory, pool.torch_threads, False), batch_size=batch_size,
+                        batch_format="numpy", compute=ActorPoolStrategy(size=pool.actors),
+                        num_cpus=pool.actor_num_cpus, num_gpus=pool.num_gpus)
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
 def map_parquet(folder: str, fn: Callable[[dict], dict], *, batch_size: int, num_cpus: float = 0.5,
                 columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Stream ``fn`` (a picklable batch function) applied by Ray Data tasks over a Parquet dataset.

@@ -4,10 +4,10 @@ concepts and encoder-vs-head fault localisation. Other wings use the names expor
 from conceptlens.semantic.aligner import Aligner, AlignerFit, HeldOutR2
 from conceptlens.semantic.analysis import AnalysisResult, ConceptAnalysis
 from conceptlens.semantic.heatmaps import (MEAN_GROUPS, HeatmapAccumulator, Responsible, benjamini_hochberg, matrix,
-                                           presence, responsible_concepts)
+                                           presence, responsible_concepts, wilson)
 from conceptlens.semantic.localize import FAULTS, FaultSummary, localize
 from conceptlens.semantic.scoring import SOURCES, ConceptScorer, source_embeddings, stack, unit
 
 __all__ = ["FAULTS", "MEAN_GROUPS", "SOURCES", "Aligner", "AlignerFit", "AnalysisResult", "ConceptAnalysis",
            "ConceptScorer", "FaultSummary", "HeatmapAccumulator", "HeldOutR2", "Responsible", "benjamini_hochberg",
-           "localize", "matrix", "presence", "responsible_concepts", "source_embeddings", "stack", "unit"]
+           "localize", "matrix", "presence", "responsible_concepts", "source_embeddings", "stack", "unit", "wilson"]
