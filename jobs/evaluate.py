@@ -7,7 +7,8 @@ against the ground-truth risk-ratio heatmap of the analysed rows: precision, rec
 agreement, rank correlation, top blamed concepts, each planted concept's rank), fault localisation
 per scenario, the runtime filter per planted slice (AUROC of slice errors vs correct test rows), and the
 root-cause clusters of every pipeline (purity, coverage, rare subgroups; the chosen pipeline against the best
-by the truth).
+by the truth), and the sentences of each method (the rank of the first sentence naming each planted scenario,
+distractors shown).
 A section whose command has not run is reported absent. Last, the fidelity goals
 (:mod:`conceptlens.evaluation.goals`), each met or short by how much. Writes under ``<run>/evaluate/``:
 ``scorecard.json``, ``ground_truth.parquet`` (the ground-truth heatmap) and ``metrics.json``.
@@ -31,6 +32,7 @@ from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
 from conceptlens.evaluation.render import render_scorecard
+from conceptlens.evaluation.sentences import explain_section
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.runs import command_dir, log, run_inputs, write_metrics
@@ -126,6 +128,15 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
                                               dict(zip(ids, truth.scenario_of(ids))), planted) | {"skipped": skipped}
     else:
         card["absent"]["rootcause"] = f"no `rootcause` outputs in {causes} (run `conceptlens rootcause`)"
+    sentences = run / "explain"
+    if (sentences / "sentences.parquet").is_file():
+        hard = pq.read_table(sentences / "hard.parquet")
+        ids = hard["id"].to_numpy(zero_copy_only=False)
+        default = json.loads((sentences / "summary.json").read_text())["method"]
+        card["explain"] = explain_section(pq.read_table(sentences / "sentences.parquet"), hard,
+                                          dict(zip(ids, truth.scenario_of(ids))), planted, default) | {"skipped": skipped}
+    else:
+        card["absent"]["explain"] = f"no `explain` outputs in {sentences} (run `conceptlens explain`)"
     for name, why in card["absent"].items():
         log(f"evaluate: no {name} section: {why}")
     card = finite(card)

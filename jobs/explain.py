@@ -175,7 +175,8 @@ def explain(cfg: Config) -> dict:
                "reference_size": int(reference.sum())}
     summary["sweep"] = sweep_clusters(cfg, rows, data, bank, near_easy, reference)
     pq.write_table(table, out / "sentences.parquet")
-    pq.write_table(pa.table({"id": rows["id"], "cluster": clusters, "pick": data.pick, "wrong": data.wrong}),
+    pq.write_table(pa.table({"id": rows["id"], "class": data.classes.tolist(), "cluster": clusters, "pick": data.pick,
+                             "wrong": data.wrong}),
                    out / "hard.parquet")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_metrics(out, metrics_of(summary, table))

@@ -9,7 +9,9 @@
   ``head_fault``: the head, the issue's goal; a ``blind_spot`` on an occluding condition: the encoder, held
   to the same bar);
 * root causes (the chosen pipeline, held-out failures, planted scenarios only): purity ≥ 0.95, coverage 1.0,
-  and every rare subgroup dominates a cluster of its own.
+  and every rare subgroup dominates a cluster of its own;
+* sentences (the default method of ``explain``): every planted scenario is named by the failure mode shown for
+  its cluster (rank 1), and no distractor is shown as a failure mode.
 """
 from __future__ import annotations
 
@@ -46,6 +48,13 @@ def goals(card: dict) -> dict:
         out["rootcause_coverage"] = _goal(chosen["coverage"], MIN_COVERAGE)
         for name, covered in card["rootcause"]["rare_covered"].items():
             out[f"rare_own_cluster.{name}"] = {"value": covered, "target": True, "met": covered}
+    if "explain" in card:
+        default = card["explain"]["default"]
+        for name, s in card["explain"]["scenarios"].items():
+            rank = s["methods"].get(default, {}).get("rank")
+            out[f"sentence_first.{name}"] = {"value": rank, "target": 1, "met": rank == 1}
+        shown = card["explain"]["distractors"][default]["shown"]
+        out["no_distractor_shown"] = {"value": shown, "target": 0, "met": shown == 0}
     return out
 
 
@@ -57,7 +66,11 @@ def render_goals(found: dict) -> list[str]:
         if name.startswith("rare_own_cluster."):
             lines.append(f"  {name:<44} {'met' if g['met'] else 'NOT MET: no cluster of its own'}")
             continue
-        if name.startswith("planted_first."):
+        if name == "no_distractor_shown":
+            state = "met" if g["met"] else f"NOT MET: {g['value']} shown"
+            lines.append(f"  {name:<44} {state}")
+            continue
+        if name.startswith(("planted_first.", "sentence_first.")):
             state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")
             lines.append(f"  {name:<44} {state}")
             continue

@@ -54,6 +54,8 @@ def render_scorecard(card: dict) -> str:
                          f"flagged {_num(s['flagged'])}")
     if "rootcause" in card:
         lines += _rootcause_lines(card["rootcause"])
+    if "explain" in card:
+        lines += _explain_lines(card["explain"], width)
     lines += [f"{name}: absent, {why}" for name, why in card["absent"].items()]
     if card["world"]["skipped"]:
         lines.append(f"skipped (not planted): {', '.join(card['world']['skipped'])}")
@@ -87,4 +89,21 @@ def _rootcause_lines(rc: dict, shown: int = 8) -> list[str]:
         lines.append(f"  {name:<42}{s['rows']:>5} rows: best cluster "
                      + (f"{s['cluster']} (purity {s['purity']:.2f}, recall {s['recall']:.2f})" if s["cluster"] is not None
                         else "none (it dominates no cluster)"))
+    return lines
+
+
+def _explain_lines(ex: dict, width: int) -> list[str]:
+    """Per planted scenario, the rank of the first validated sentence naming it, for each method (the default
+    first), and the failure mode shown; distractors shown per method."""
+    methods = [ex["default"]] + [m for m in ex["distractors"] if m != ex["default"]]
+    lines = [f"sentences: rank of the first validated sentence naming each scenario in its cluster (default "
+             f"{ex['default']}); " + ", ".join(f"{m} {d['shown']}" for m, d in ex["distractors"].items())
+             + " distractors shown"]
+    for name, s in ex["scenarios"].items():
+        if s["cluster"] is None:
+            lines.append(f"  {name:<{width}}no described cluster holds its failures")
+            continue
+        ranks = "  ".join(f"{m} {s['methods'][m]['rank'] or '-'}" for m in methods)
+        lines.append(f"  {name:<{width}}cluster {s['cluster']} ({s['share']:.0%}): {ranks}; shown: "
+                     f"\"{s['methods'][ex['default']]['shown'] or 'none'}\"")
     return lines
