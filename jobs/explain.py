@@ -39,6 +39,7 @@ from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 
 CLUSTER_SOURCES = ("rootcause", "kmeans")
+EASY_SETS = ("classes", "all")
 
 
 def check_settings(cfg: Config) -> Vocabulary:
@@ -46,6 +47,8 @@ def check_settings(cfg: Config) -> Vocabulary:
     ex = cfg.explain
     if ex.method not in METHODS:
         raise ValueError(f"explain.method={ex.method!r}: choose one of {list(METHODS)}")
+    if ex.easy not in EASY_SETS:
+        raise ValueError(f"explain.easy={ex.easy!r}: choose one of {list(EASY_SETS)}")
     if ex.clusters not in CLUSTER_SOURCES:
         raise ValueError(f"explain.clusters={ex.clusters!r}: choose one of {list(CLUSTER_SOURCES)}")
     for key in ("pick_share", "retrieve_share", "class_share", "generic_share"):
@@ -116,7 +119,7 @@ def load_rows(cfg: Config) -> tuple[dict, list[str]]:
 
 def settings_of(cfg: Config, depth: int) -> Settings:
     ex = cfg.explain
-    return Settings(ex.class_share, ex.generic_share, ex.min_gain, ex.min_lift, ex.min_cluster, depth)
+    return Settings(ex.class_share, ex.generic_share, ex.min_gain, ex.min_lift, ex.min_cluster, depth, ex.easy)
 
 
 def sweep_clusters(cfg: Config, rows: dict, data: Rows, bank: SentenceBank, near_easy: np.ndarray,
@@ -154,11 +157,7 @@ def explain(cfg: Config) -> dict:
     if easy.sum() < ex.easy_clusters or not data.pick.any() or data.pick.all():
         raise ValueError(f"too few rows to pick and validate sentences: {int(easy.sum())} correct picking rows "
                          f"(explain.splits, explain.pick_share)")
-    from sklearn.cluster import KMeans
-
-    centroids = KMeans(ex.easy_clusters, n_init=2, random_state=ex.seed).fit(unit[easy]).cluster_centers_
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    near_easy = near_easy_clusters(centroids @ embeddings.T, ex.setdiff_top)
+    near_easy = near_easy_clusters(unit[easy], embeddings, ex.easy_clusters, ex.setdiff_top, ex.seed)
     depth = max([ex.top_k, *ex.sweep_k])
     n_clusters = len(set(clusters[clusters >= 0].tolist()))
     log(f"explain: {len(bank)} sentences, {int(data.wrong.sum())} failures in {n_clusters} clusters ({source}); "
@@ -184,8 +183,8 @@ def explain(cfg: Config) -> dict:
 
 
 def sentence_table(cfg: Config, bank: SentenceBank, described: list, retrieval, data: Rows) -> pa.Table:
-    """Every method's ranked sentences of every cluster; the first ``top_k`` validated (BH over every distinct
-    sentence tested) and the distinct validated ones marked shown."""
+    """Every method's ranked sentences of every cluster, the first ``top_k`` validated (BH over every distinct
+    sentence tested), the best validated one of each cluster and method marked shown."""
     ex = cfg.explain
     tested = np.array(sorted({int(s) for d in described for m in METHODS for s in d.ranked[m][:ex.top_k]}), np.int64)
     check = validate_sentences(data, bank, retrieval, tested, ex.alpha)

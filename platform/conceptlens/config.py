@@ -226,6 +226,7 @@ class ExplainConfig:
     clusters: str = "rootcause"  # the hard clusters: `rootcause` (its chosen pipeline) or `kmeans` (VLM space)
     k: int = 8  # clusters when clusters=kmeans
     method: str = "fpdiff"  # the method whose sentences are shown: tops, setdiff, pdiff or fpdiff
+    easy: str = "classes"  # the easy set: correct rows of the cluster's classes (in its mix), or `all` correct rows
     top_k: int = 5  # sentences per cluster and method, validated and written
     pick_share: float = 0.5  # share of rows (by a hash of the id) that pick sentences; the rest validate them
     class_share: float = 0.2  # a class names a cluster's sentences when it holds this share of the cluster

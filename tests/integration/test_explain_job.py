@@ -95,7 +95,8 @@ distractors:
 
 def test_a_users_bank_on_ray_and_kmeans_clusters(outputs, demo_run, demo_config, tmp_path):
     """The user's own vocabulary, embedded by a Ray Data actor pool (``explain.ray_min_sentences=1``), cached for
-    the next run; clusters from k-means in the VLM space; a run of its own linked to the demo's folders."""
+    the next run; clusters from k-means in the VLM space; every correct row as the easy set; a run of its own linked
+    to the demo's folders."""
     run = tmp_path / "demo"
     run.mkdir()
     for step in ("world", "embed"):
@@ -104,7 +105,7 @@ def test_a_users_bank_on_ray_and_kmeans_clusters(outputs, demo_run, demo_config,
     bank.write_text(BANK)
     argv = ["--config", demo_config, f"run.root={tmp_path}", f"explain.bank={bank}", "explain.clusters=kmeans",
             "explain.k=4", "explain.ray_min_sentences=1", f"run.cache_dir={tmp_path / 'cache'}",
-            "explain.sweep_clusters=[2]", "explain.sweep_k=[1]"]
+            "explain.sweep_clusters=[2]", "explain.sweep_k=[1]", "explain.easy=all"]
     assert explain.main(argv) == 0
     table = pq.read_table(run / "explain" / "sentences.parquet").to_pandas()
     assert table["sentence"].str.startswith("an image of").all()
@@ -121,6 +122,7 @@ def test_a_users_bank_on_ray_and_kmeans_clusters(outputs, demo_run, demo_config,
     ("explain.clusters=spectral", "explain.clusters='spectral'"),
     ("explain.bank=/nonexistent/bank.yaml", "does not exist"),
     ("explain.pick_share=1.5", "explain.pick_share=1.5"),
+    ("explain.easy=some", "explain.easy='some'"),
 ])
 def test_bad_settings_are_refused_naming_the_key(outputs, demo_run, demo_config, override, message, capsys):
     assert explain.main(["--config", demo_config, f"run.root={demo_run}", override]) == 2

@@ -1,7 +1,7 @@
 """A user's own data, as a user brings it: an image folder without splits (class sub-folders, one corrupt
 file), their own classifier and CLIP checkpoints and open_clip config, all named once in one `--config`
 file. `embed`, `analyze`, `monitor` (before any attack), the endpoint on that bundle, `attack` and
-`monitor` again all run from that file alone. The images and weights are the demo's ConceptWorld
+`monitor` again, and `explain` (its failures clustered by k-means) all run from that file alone. The images and weights are the demo's ConceptWorld
 ones, copied out of the cache, so the models mean something."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from conceptlens.jobs import analyze, attack, embed, monitor
+from conceptlens.jobs import analyze, attack, embed, explain, monitor
 from conceptlens.world import CLASSES
 
 pytestmark = pytest.mark.slow
@@ -181,3 +181,15 @@ def test_attack_then_monitor_add_adversarial_detection(user, before_attack):
     assert {r["task"] for r in table} == {"misclassified", "fgsm_eps8"}
     metrics = json.loads((user["run"] / "monitor" / "metrics.json").read_text())
     assert metrics["heads"] == ["misclassified", "adversarial"] and "adversarial_detection" not in metrics
+
+
+def test_explain_describes_the_users_failures_without_rootcause(user, embedded):
+    """No `rootcause` run and no truth: the failures are clustered by k-means in the VLM space and described with
+    the bundled bank; every shown sentence validated."""
+    code, out = run(explain.main, user["config"], "explain.clusters=kmeans", "explain.k=3", "explain.easy_clusters=4",
+                    "explain.sweep_clusters=[2]", "explain.sweep_k=[1]")
+    assert code == 0, out[-2000:]
+    table = pq.read_table(user["run"] / "explain" / "sentences.parquet").to_pandas()
+    assert len(table) and set(table["cluster"]) <= {0, 1, 2}
+    assert table.loc[table["shown"], "validated"].all()
+    assert "clusters described (kmeans" in out

@@ -55,6 +55,7 @@ class Settings:
     min_lift: float = 0.1
     min_cluster: int = 5
     depth: int = 10
+    easy: str = "classes"
 
 
 def describe_clusters(rows: Rows, bank: SentenceBank, near_easy: np.ndarray, settings: Settings,
@@ -68,8 +69,13 @@ def describe_clusters(rows: Rows, bank: SentenceBank, near_easy: np.ndarray, set
         if hard.sum() < settings.min_cluster:
             continue
         hard_classes = rows.classes[hard]
-        easy = easy_pick & np.isin(rows.classes, np.unique(hard_classes))
-        contrast = Contrast(rows.sims[hard], rows.sims[easy], easy_weights(hard_classes, rows.classes[easy]))
+        if settings.easy == "all":  # every correct row, equally weighted
+            easy = easy_pick
+            weights = np.full(int(easy.sum()), 1 / max(int(easy.sum()), 1))
+        else:  # the correct rows of the cluster's classes, in the cluster's class mix
+            easy = easy_pick & np.isin(rows.classes, np.unique(hard_classes))
+            weights = easy_weights(hard_classes, rows.classes[easy])
+        contrast = Contrast(rows.sims[hard], rows.sims[easy], weights)
         allowed = candidate_objects(hard_classes.tolist(), settings.class_share, settings.generic_share)
         scores = score_all(contrast, bank, allowed=allowed, near_easy=near_easy, min_gain=settings.min_gain,
                            min_lift=settings.min_lift)

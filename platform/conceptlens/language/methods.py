@@ -11,7 +11,7 @@ classified, of the cluster's classes, reweighted to the cluster's class mix) to 
   ``(mean_hard − mean_easy) / sqrt((var_hard + var_easy) / 2)`` of the similarity *relative to the sentence's
   object alone* (``sim(x, "a star on grass") − sim(x, "a star")``): what the words add to the object. Raw
   similarities mostly measure the object, the same on both sides.
-* **FPDiff**: PDiff of the sentences that pass two filters: the sentence names a class the cluster holds
+* **FPDiff**: PDiff of the sentences that pass two filters: the sentence names a term, and a class the cluster holds
   (``class_share`` of its rows), or no class when no class holds ``generic_share``; and every term earns its
   place: for each parent (the sentence with one term left out), the similarity gained over the parent
   separates hard from easy rows with Welch ``t >= min_gain``, and the sentence's PDiff exceeds the parent's
@@ -92,12 +92,14 @@ def term_gains(c: Contrast, bank: SentenceBank) -> np.ndarray:
     ``+inf`` for the object-alone sentences (no parent)."""
     pairs = np.array([(s, p) for s, ps in enumerate(bank.parents) for p in ps], np.int64).reshape(-1, 2)
     out = np.full(len(bank), np.inf)
-    n_h, w2 = len(c.hard), float((c.weights ** 2).sum())  # w2: the variance factor of a weighted mean
+    # the variance of a weighted mean: sum(w^2) x the (reliability-weights unbiased) variance var_w / (1 - sum(w^2))
+    n_h, w2 = len(c.hard), float((c.weights ** 2).sum())
+    easy_factor = w2 / (1 - w2) if w2 < 1 else np.inf
     for i in range(0, len(pairs), CHUNK):
         s, p = pairs[i:i + CHUNK, 0], pairs[i:i + CHUNK, 1]
         gain_h, gain_e = c.hard[:, s] - c.hard[:, p], c.easy[:, s] - c.easy[:, p]
         mean_e, var_e = _weighted(gain_e, c.weights)
-        se = np.sqrt(gain_h.var(0, ddof=1) / n_h + var_e * w2) if n_h > 1 else np.full(len(s), np.inf)
+        se = np.sqrt(gain_h.var(0, ddof=1) / n_h + var_e * easy_factor) if n_h > 1 else np.full(len(s), np.inf)
         with np.errstate(invalid="ignore", divide="ignore"):
             t = np.where(se > 0, (gain_h.mean(0) - mean_e) / se, 0.0)
         np.minimum.at(out, s, t)
@@ -114,7 +116,8 @@ def fpdiff(c: Contrast, bank: SentenceBank, allowed: set, min_gain: float, min_l
            pdiff_scores: Optional[np.ndarray] = None) -> np.ndarray:
     names_ok = np.array([o in allowed for o in bank.objects])
     d = pdiff(c, bank) if pdiff_scores is None else pdiff_scores
-    keep = names_ok & (term_gains(c, bank) >= min_gain) & (lifts(d, bank) >= min_lift)
+    has_terms = np.array([bool(t) for t in bank.terms])  # the object alone names no failure mode
+    keep = names_ok & has_terms & (term_gains(c, bank) >= min_gain) & (lifts(d, bank) >= min_lift)
     return np.where(keep, d, -np.inf)
 
 
@@ -133,9 +136,14 @@ def ranked(scores: np.ndarray, k: int) -> np.ndarray:
     return order[:k]
 
 
-def near_easy_clusters(centroid_sims: np.ndarray, top: int) -> np.ndarray:
-    """``bool (M,)``: sentences among the ``top`` most similar to any easy cluster centroid (``(E_k, M)`` sims)."""
-    out = np.zeros(centroid_sims.shape[1], bool)
-    for row in centroid_sims:
+def near_easy_clusters(easy: np.ndarray, sentences: np.ndarray, k: int, top: int, seed: int = 0) -> np.ndarray:
+    """``bool (M,)``: the sentences among the ``top`` most similar to the centroid of one of ``k`` k-means clusters
+    of the easy rows' unit embeddings ``(n_e, E)``; ``sentences``: ``(M, E)``, unit."""
+    from sklearn.cluster import KMeans
+
+    centroids = KMeans(min(k, len(easy)), n_init=2, random_state=seed).fit(easy).cluster_centers_
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    out = np.zeros(len(sentences), bool)
+    for row in centroids @ sentences.T:
         out[np.argsort(-row, kind="stable")[:top]] = True
     return out
