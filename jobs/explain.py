@@ -9,7 +9,8 @@ must fail more often than the rest of its class (Fisher, Benjamini-Hochberg). Al
 TPR, JI against the reference set S*_beta) per method, number of sentences and number of clusters.
 Writes under ``<run>/explain/``: ``sentences.parquet`` (cluster, method, rank, sentence, its terms, score,
 similarity, retrieved error rate, interval, q, validated, shown), ``hard.parquet`` (the clustered failures),
-``summary.json`` and ``metrics.json``; one nested MLflow run per method.
+``figures/`` (the images each shown sentence retrieves; the metrics' curves), ``summary.json`` and
+``metrics.json``; one nested MLflow run per method.
 """
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ from conceptlens.config import Config
 from conceptlens.jobs.analyze import class_names
 from conceptlens.language import (METHODS, Rows, SentenceBank, Settings, Vocabulary, build_bank, compose_negations,
                                   describe_clusters, embed_bank, method_metrics, near_easy_clusters, pick_rows,
-                                  reference_set, universe, validate_sentences,
-                                  validation_rows)
+                                  reference_set, retrieved_rows, universe,
+                                  validate_sentences, validation_rows)
 from conceptlens.models import TextEmbedder
 from conceptlens.pipeline.raydata import init_ray, map_texts
 from conceptlens.pipeline.runs import Progress, command_dir, embeddings_table, log, model_spec, run_inputs, write_metrics
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
+from conceptlens.report.figures import plot_curves, plot_montage
 
 CLUSTER_SOURCES = ("rootcause", "kmeans")
 EASY_SETS = ("classes", "all")
@@ -111,7 +113,7 @@ def hard_clusters(cfg: Config, rows: dict) -> tuple[np.ndarray, str]:
 
 def load_rows(cfg: Config) -> tuple[dict, list[str]]:
     table = embeddings_table(cfg, cfg.explain.embeddings, "explain.embeddings")
-    rows = read_rows(table, cfg.explain.splits, extra=["id"])
+    rows = read_rows(table, cfg.explain.splits, extra=["id", "path"])
     if len(rows["id"]) == 0:
         raise ValueError(f"no rows of splits {list(cfg.explain.splits)} in {table} (explain.splits)")
     return rows, class_names(cfg, table)
@@ -179,7 +181,29 @@ def explain(cfg: Config) -> dict:
                    out / "hard.parquet")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_metrics(out, metrics_of(summary, table))
+    draw(cfg, summary, table, data, bank, rows["path"], out / "figures")
     return summary
+
+
+def draw(cfg: Config, summary: dict, table: pa.Table, data: Rows, bank: SentenceBank, paths: np.ndarray,
+         folder: Path) -> None:
+    """``figures/cluster_<c>.png``: the validating images each shown sentence retrieves (what it describes);
+    ``figures/metrics.png``: AHR and ACR per method against K and against the number of clusters."""
+    folder.mkdir(exist_ok=True)
+    held = np.flatnonzero(~data.pick)
+    index = {t: i for i, t in enumerate(bank.texts)}
+    for row in table.filter(pc.and_(table["shown"], table["default"])).to_pylist():
+        found = held[retrieved_rows(data.sims[held], data.classes[held], bank, index[row["sentence"]],
+                                    cfg.explain.retrieve_share)][:16]
+        plot_montage([paths[i] for i in found], folder / f"cluster_{row['cluster']}.png",
+                     title=f"cluster {row['cluster']}: \"{row['sentence']}\" ({row['error_rate']:.0%} wrong)")
+    panels = {}
+    for metric in ("ahr", "acr"):
+        panels[f"{metric.upper()} vs sentences per cluster"] = {
+            m: {int(k[1:]): v[metric] for k, v in by_k.items()} for m, by_k in summary["metrics"].items()}
+        panels[f"{metric.upper()} vs clusters (k-means)"] = {
+            m: {int(n[len("clusters"):]): summary["sweep"][n][m][metric] for n in summary["sweep"]} for m in METHODS}
+    plot_curves(panels, folder / "metrics.png", title=f"LBEE metrics ({summary['source']})")
 
 
 def sentence_table(cfg: Config, bank: SentenceBank, described: list, retrieval, data: Rows) -> pa.Table:
@@ -265,7 +289,7 @@ def run(cfg: Config) -> dict:
                                      "by_clusters": {n: v[m] for n, v in metrics["sweep"].items()}}}
                         for m in METHODS])
         log_results({k: v for k, v in metrics.items() if k not in ("methods", "sweep")}, out / "metrics.json",
-                    out / "summary.json", out / "sentences.parquet", out / "hard.parquet")
+                    out / "summary.json", out / "sentences.parquet", out / "hard.parquet", out / "figures")
     return summary
 
 

@@ -141,10 +141,11 @@ def test_sections_of_commands_that_did_not_run_are_absent(run_dir, demo_config, 
         shutil.copytree(run_dir / step, tmp_path / "demo" / step)
     assert evaluate.main(["--config", demo_config, f"run.root={tmp_path}"]) == 0
     card = json.loads((tmp_path / "demo" / "evaluate" / "scorecard.json").read_text())
-    assert set(card["absent"]) == {"semantic", "localisation", "runtime", "rootcause"} and card["world"]["planted"]
+    assert set(card["absent"]) == {"semantic", "localisation", "runtime", "rootcause", "explain"} \
+        and card["world"]["planted"]
     out = capsys.readouterr().out
     assert "semantic: absent, no `analyze` outputs" in out and "runtime: absent, no filter bundle" in out
-    assert "rootcause: absent, no `rootcause` outputs" in out
+    assert "rootcause: absent, no `rootcause` outputs" in out and "explain: absent, no `explain` outputs" in out
 
 
 def test_a_run_without_a_world_is_a_clear_error(tmp_path, capsys):

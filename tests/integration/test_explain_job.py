@@ -45,6 +45,9 @@ def test_shown_sentences_were_validated_on_held_out_rows(outputs, demo_run):
     assert (shown["error_rate"] > shown["rest_error_rate"]).all()
     assert (shown["low"] <= shown["error_rate"]).all() and (shown["error_rate"] <= shown["high"]).all()
     assert shown.groupby(["cluster", "method"]).size().max() == 1  # one failure mode per cluster and method
+    for c in shown.loc[shown["default"], "cluster"]:  # the images each failure mode retrieves, to look at
+        assert (folder / "figures" / f"cluster_{c}.png").stat().st_size > 1000
+    assert (folder / "figures" / "metrics.png").stat().st_size > 1000
     # picking and validating rows are disjoint halves of the held-out rows
     hard = pq.read_table(folder / "hard.parquet").to_pandas()
     assert 0.4 < hard["pick"].mean() < 0.6 and (hard["cluster"][~hard["wrong"]] == -1).all()

@@ -89,10 +89,15 @@ def _relative(sims: np.ndarray, scope: np.ndarray, sentences: np.ndarray, bank: 
     return np.where(base == sentences, block, block - sims[np.ix_(scope, base)])
 
 
-def _top_rows(sims: np.ndarray, scope: np.ndarray, sentence: int, bank: SentenceBank, share: float) -> set:
+def retrieved_rows(sims: np.ndarray, row_objects: Sequence, bank: SentenceBank, sentence: int, share: float
+                   ) -> np.ndarray:
+    """The rows (indices into ``sims``) ``sentence`` retrieves, most similar first (module docstring)."""
+    row_objects = np.asarray(row_objects, object)
+    obj = bank.objects[sentence]
+    scope = np.arange(len(row_objects)) if obj is None else np.flatnonzero(row_objects == obj)
     k = max(1, int(round(share * len(scope))))
     score = _relative(sims, scope, np.array([sentence]), bank)[:, 0]
-    return set(scope[np.argsort(-score, kind="stable")[:k]].tolist())
+    return scope[np.argsort(-score, kind="stable")[:k]]
 
 
 def validate(r: Retrieval, alpha: float) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Heatmap figures (PNG): classes × concepts, values in the cells, significance marked."""
+"""Figures (PNG): heatmaps (classes × concepts, values in the cells, significance marked), image montages and
+metric curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,5 +62,26 @@ def plot_montage(paths: list[str], path: str | Path, *, title: str, columns: int
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(panels: dict[str, dict[str, dict[float, float | None]]], path: str | Path, *, title: str,
+                ylabel: str = "") -> Path:
+    """One panel per ``{panel title: {line label: {x: y}}}`` (None values skipped), side by side, shared y."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, (name, lines) in zip(axes[0], panels.items()):
+        for label, points in lines.items():
+            xs = [x for x, y in points.items() if y is not None]
+            ax.plot(xs, [points[x] for x in xs], marker="o", label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(name.split(" vs ")[-1] if " vs " in name else "", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel, fontsize=8)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
