@@ -36,11 +36,7 @@ def plot_heatmap(values: np.ndarray, classes: list[str], concepts: list[str], pa
         for i, j in zip(*np.nonzero(marks)):
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
     fig.colorbar(image, ax=ax, label=label, shrink=0.8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def plot_montage(paths: list[str], path: str | Path, *, title: str, columns: int = 8, size: int = 64) -> Path:
@@ -59,11 +55,7 @@ def plot_montage(paths: list[str], path: str | Path, *, title: str, columns: int
         except OSError:
             ax.imshow(np.full((size, size, 3), 128, np.uint8))
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 72)
 
 
 def plot_curves(panels: dict[str, dict[str, dict[float, float | None]]], path: str | Path, *, title: str,
@@ -80,8 +72,12 @@ def plot_curves(panels: dict[str, dict[str, dict[float, float | None]]], path: s
     axes[0][0].set_ylabel(ylabel, fontsize=8)
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, path, 110)
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
