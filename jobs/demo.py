@@ -3,8 +3,8 @@
 Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
 embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
 inputs (`attack`), calibrate and evaluate the runtime filter and register it (`monitor`), cluster the
-failures into root causes (`rootcause`), describe each in validated sentences (`explain`), then score
-every diagnosis against the world's truth (`evaluate`).
+failures into root causes (`rootcause`), describe each in validated sentences (`explain`), find the neurons
+behind each class's mistakes and repair the head (`neurons`), then score every diagnosis against the world's truth (`evaluate`).
 Runs under ``runs/demo/`` unless ``run.name`` says
 otherwise; every step is a child of the run's pipeline run in the MLflow store shared by all runs
 under ``run.root`` (``runs/mlflow.db``).
@@ -18,7 +18,7 @@ from typing import Sequence
 
 from conceptlens.cli import ChecksFailed, parse_config, report_failure
 from conceptlens.evaluation.world_models import GAP_CHECK
-from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor, rootcause, world
+from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor, neurons, rootcause, world
 from conceptlens.pipeline.tracking import tracking_uri, ui_command
 
 
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     filter_metrics = monitor.run(cfg)
     causes = rootcause.run(cfg)
     sentences = explain.run(cfg)
+    repaired = neurons.run(cfg)
     scorecard = evaluate.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(monitor.report(filter_metrics))
     print(rootcause.report(causes))
     print(explain.report(sentences))
+    print(neurons.report(repaired))
     print(evaluate.report(scorecard))
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")
     for path in sorted(run.glob("*/*")):

@@ -31,6 +31,7 @@ from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
 from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
+from conceptlens.evaluation.neurons import neurons_section
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.sentences import explain_section
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
@@ -91,6 +92,18 @@ def localisation(truth: WorldTruth, analysis: Path, planted: list) -> dict:
             "scenarios": localisation_section(fault, truth.scenario_of(ids), planted)}
 
 
+def neurons(truth: WorldTruth, folder: Path, planted: list) -> dict:
+    """The neurons section over the rows ``neurons`` held out (their pooled features from its embeddings)."""
+    predictions = pq.read_table(folder / "predictions.parquet")
+    ids = predictions["id"].to_numpy(zero_copy_only=False)
+    summary = json.loads((folder / "metrics.json").read_text())
+    features = read_rows(Path(summary["embeddings"]), [summary["eval_split"]], ["id"])
+    position = {row_id: i for i, row_id in enumerate(features["id"])}
+    activations = features["features"][[position[i] for i in ids]]
+    return neurons_section(pq.read_table(folder / "neurons.parquet"), predictions, activations, truth.present_of(ids),
+                           truth.scenario_of(ids), truth.concepts, planted, summary["repair"]["edit"])
+
+
 def evaluate(cfg: Config, truth: WorldTruth) -> dict:
     run = Path(cfg.run.root) / cfg.run.name
     test = read_rows(run / "embed" / "embeddings", ["test"], ["id"])
@@ -137,6 +150,10 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
                                           dict(zip(ids, truth.scenario_of(ids))), planted, default) | {"skipped": skipped}
     else:
         card["absent"]["explain"] = f"no `explain` outputs in {sentences} (run `conceptlens explain`)"
+    if (run / "neurons" / "predictions.parquet").is_file():
+        card["neurons"] = neurons(truth, run / "neurons", planted) | {"skipped": skipped}
+    else:
+        card["absent"]["neurons"] = f"no `neurons` outputs in {run / 'neurons'} (run `conceptlens neurons`)"
     for name, why in card["absent"].items():
         log(f"evaluate: no {name} section: {why}")
     card = finite(card)

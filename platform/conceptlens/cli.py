@@ -23,6 +23,8 @@ COMMANDS = {
     "serve": ("conceptlens.jobs.serve", "the runtime filter as an HTTP endpoint on a local Ray Serve (Ctrl-C stops)"),
     "rootcause": ("conceptlens.jobs.rootcause", "cluster the failures into root causes (HUDD/SAFE pipeline grid on Ray)"),
     "explain": ("conceptlens.jobs.explain", "describe each root cause in validated sentences (LBEE: TopS, SetDiff, PDiff, FPDiff)"),
+    "neurons": ("conceptlens.jobs.neurons", "the neurons behind each class's mistakes, their concepts and images, "
+                                            "a repaired head (NeuroInspect)"),
     "evaluate": ("conceptlens.jobs.evaluate", "score a ConceptWorld run's diagnoses against the world's truth"),
     "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
 }

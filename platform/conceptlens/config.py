@@ -247,6 +247,63 @@ class ExplainConfig:
 
 
 @dataclass
+class CounterfactualConfig:
+    alpha: float = 0.1  # L1 weight of the shift (divided by D)
+    beta: float = 0.01  # L2 weight of the shift (divided by D)
+    lr: float = 0.01  # SGD with momentum, as the method
+    momentum: float = 0.9
+    max_steps: int = 500  # a mistake still wrong after this many steps is recorded as never flipped
+    top: int = 5  # each flipped mistake votes for its top positive and its top negative shifts
+    min_share: float = 0.03  # a neuron is kept when more than this share of its class's mistakes vote for it
+
+
+@dataclass
+class VisualiseConfig:
+    neurons: int = 2  # CLIP-Illusion images for each class's top insufficient neurons; 0 = none
+    samples: int = 2  # images per neuron (different seeds)
+    steps: int = 64  # optimiser steps per image (a few hundred for a full run)
+    lr: float = 0.05
+    gamma: float = 0.5  # weight of the class logit beside the neuron's activation
+    eps: float = 0.05  # added to the CLIP similarity so the product never vanishes
+    ce_weight: float = 1.0  # keeps the classifier's prediction at the class
+    augmentations: int = 2  # augmented copies of each image per step
+    actors: int = 2  # Ray actors (a GPU each when embed.num_gpus says so)
+    actor_num_cpus: float = 0.5
+
+
+@dataclass
+class RepairConfig:
+    loss: str = "retain"  # the edit: retain (retaining ratio), or ce / weighted_ce / focal
+    baselines: List[str] = field(default_factory=lambda: ["ce", "weighted_ce", "focal"])  # trained the same way
+    classes: List[str] = field(default_factory=list)  # classes whose reliance is removed; [] = every voted class
+    neurons: int = 3  # each edited class's top insufficient neurons
+    lam: float = 0.01  # λ, weight of the retaining ratio
+    gamma: float = 1.0  # γ, the retaining ratio aimed at
+    focal_gamma: float = 2.0
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 256
+
+
+@dataclass
+class NeuronsConfig:
+    embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
+    fit_split: str = "calib"  # its mistakes are explained; its rows train the repaired head
+    eval_split: str = "test"  # held out: the neurons' concepts and the before/after numbers
+    val_share: float = 0.3  # share of fit_split rows (by a hash of the id) that choose the repair's checkpoint
+    counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
+    concepts: Optional[str] = None  # the concept set neurons are named with; None = analyze.concepts
+    score_scale: float = 100.0  # VLM concept scores: softmax over a group's values at this logit scale
+    alpha: float = 0.05  # false discovery rate of the neuron-concept correlations (Benjamini-Hochberg)
+    top_concepts: int = 3  # concepts named per neuron
+    visualise: VisualiseConfig = field(default_factory=VisualiseConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
+    model_name: Optional[str] = "conceptlens-classifier"  # MLflow registered model; empty = do not register
+    alias: str = "repaired"  # alias set on the repaired version
+    seed: int = 0
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -262,6 +319,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     rootcause: RootcauseConfig = field(default_factory=RootcauseConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    neurons: NeuronsConfig = field(default_factory=NeuronsConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

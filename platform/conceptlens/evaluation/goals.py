@@ -11,9 +11,14 @@
 * root causes (the chosen pipeline, held-out failures, planted scenarios only): purity ≥ 0.95, coverage 1.0,
   and every rare subgroup dominates a cluster of its own;
 * sentences (the default method of ``explain``): every planted scenario is named by the failure mode shown for
-  its cluster (rank 1), and no distractor is shown as a failure mode.
+  its cluster (rank 1), and no distractor is shown as a failure mode;
+* neurons: the planted attribute of every spurious correlation is the top concept of its class's top voted
+  neuron, and the repaired head lifts that slice by ≥ 10 points at ≤ 1 point of overall accuracy without a
+  planted slice getting worse beyond chance (:mod:`conceptlens.evaluation.neurons`).
 """
 from __future__ import annotations
+
+from conceptlens.evaluation.neurons import MAX_OVERALL_COST, neuron_goals
 
 RECOMMENDED_SOURCE = "vlm"  # an observer independent of the classifier: its view does not shift with the error
 PRESENTED = "reliable"  # the cells the product presents as findings
@@ -55,6 +60,8 @@ def goals(card: dict) -> dict:
             out[f"sentence_first.{name}"] = {"value": rank, "target": 1, "met": rank == 1}
         shown = card["explain"]["distractors"][default]["shown"]
         out["no_distractor_shown"] = {"value": shown, "target": 0, "met": shown == 0}
+    if "neurons" in card:
+        out |= neuron_goals(card["neurons"])
     return out
 
 
@@ -69,6 +76,15 @@ def render_goals(found: dict) -> list[str]:
         if name == "no_distractor_shown":
             state = "met" if g["met"] else f"NOT MET: {g['value']} shown"
             lines.append(f"  {name:<44} {state}")
+            continue
+        if name.startswith("neuron_named."):
+            state = "met" if g["met"] else f"NOT MET: its top neuron is named {g['value']}"
+            lines.append(f"  {name:<44} {state}")
+            continue
+        if name.startswith("repair_slice.") and g["value"] is not None:
+            lines.append(f"  {name:<44} {g['value']:+.2f} at {g['overall_change']:+.2f} overall (goal ≥ +"
+                         f"{g['target']:.2f} at ≥ -{MAX_OVERALL_COST:.2f}, none worse) "
+                         f"{'met' if g['met'] else 'NOT MET' + (' (worse: ' + ', '.join(g['harmed']) + ')' if g['harmed'] else '')}")
             continue
         if name.startswith(("planted_first.", "sentence_first.")):
             state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")

@@ -56,6 +56,8 @@ def render_scorecard(card: dict) -> str:
         lines += _rootcause_lines(card["rootcause"])
     if "explain" in card:
         lines += _explain_lines(card["explain"], width)
+    if "neurons" in card:
+        lines += _neuron_lines(card["neurons"], width)
     lines += [f"{name}: absent, {why}" for name, why in card["absent"].items()]
     if card["world"]["skipped"]:
         lines.append(f"skipped (not planted): {', '.join(card['world']['skipped'])}")
@@ -106,4 +108,22 @@ def _explain_lines(ex: dict, width: int) -> list[str]:
         ranks = "  ".join(f"{m} {s['methods'][m]['rank'] or '-'}" for m in methods)
         lines.append(f"  {name:<{width}}cluster {s['cluster']} ({s['share']:.0%}): {ranks}; shown: "
                      f"\"{s['methods'][ex['default']]['shown'] or 'none'}\"")
+    return lines
+
+
+def _neuron_lines(ne: dict, width: int) -> list[str]:
+    """Naming (agreement with the truth; each spurious class's top neurons) and the repair: per method, overall
+    and each planted slice before → after on the held-out rows."""
+    naming = ne["naming"]
+    lines = [f"neurons ({ne['rows']} held-out rows): {naming['voted']} voted insufficient neurons, the VLM's name "
+             f"is the truth's for {_num(naming['agreement'])}"]
+    for key, s in naming["spurious"].items():
+        tops = "; ".join(f"n{n['neuron']} {n['named']} (truth {n['truth']}, r {n['truth_r']:.2f})" for n in s["neurons"])
+        lines.append(f"  {key:<{width}}planted {s['attribute']}: {tops or 'no voted neuron'}")
+    lines.append(f"  repair on held-out rows (edit: {ne['edit']}), accuracy before → after:")
+    for method, r in ne["repair"].items():
+        cells = [f"overall {r['overall']['before']:.3f}→{r['overall']['after']:.3f}"]
+        cells += [f"{name} {_num(sl['before'], '.3f')}→{_num(sl['after'], '.3f')}{' (worse)' if sl['worse_p'] < 0.05 else ''}"
+                  for name, sl in r["slices"].items()]
+        lines.append(f"    {method:<12}" + "  ".join(cells))
     return lines

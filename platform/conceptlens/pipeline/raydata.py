@@ -78,9 +78,16 @@ def map_texts(texts: list[str], factory: Callable[[], Callable[[dict], dict]], p
               batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """``texts`` (with their ``index``) through a pool of actors that each build ``factory()`` (e.g. a
     :class:`~conceptlens.models.TextEmbedder`), streamed in input order."""
-    table = pa.table({"index": np.arange(len(texts)), "text": texts})
+    yield from map_rows(pa.table({"index": np.arange(len(texts)), "text": texts}), factory, pool,
+                        batch_size=batch_size)
+
+
+def map_rows(table: pa.Table, factory: Callable[[], Callable[[dict], dict]], pool: EmbedConfig, *,
+             batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The rows of ``table`` through a pool of actors that each build ``factory()`` once (models load once, a
+    GPU per actor when ``pool.num_gpus`` says so), streamed in input order."""
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.from_arrow([table.slice(i, batch_size) for i in range(0, len(texts), batch_size)])
+    ds = ray.data.from_arrow([table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)])
     ds = ds.map_batches(_ModelActor, fn_constructor_args=(factory, pool.torch_threads, False), batch_size=batch_size,
                         batch_format="numpy", compute=ActorPoolStrategy(size=pool.actors),
                         num_cpus=pool.actor_num_cpus, num_gpus=pool.num_gpus)

@@ -12,9 +12,8 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 
+from conceptlens.pipeline.runs import REGISTRY_SCHEMES
 from conceptlens.pipeline.tracking import artifact_folder, sqlite_file
-
-REGISTRY_SCHEMES = ("models:/", "runs:/")
 
 
 def is_registry_uri(uri: str) -> bool:
@@ -22,16 +21,27 @@ def is_registry_uri(uri: str) -> bool:
 
 
 def register_folder(folder: str | Path, python_model: mlflow.pyfunc.PythonModel, name: str, alias: str,
-                    tags: dict[str, str] | None = None) -> str:
-    """Log ``folder`` (as the artifact ``bundle``) with ``python_model`` in the active run, register it as
-    ``name`` with ``tags`` on the new version and point ``alias`` at it; returns ``models:/name@alias``."""
-    info = mlflow.pyfunc.log_model(name="filter", python_model=python_model, artifacts={"bundle": str(folder)},
+                    tags: dict[str, str] | None = None, model: str = "filter") -> str:
+    """Log ``folder`` (as the artifact ``bundle`` of the logged model ``model``) with ``python_model`` in the
+    active run, register it as ``name`` with ``tags`` on the new version and point ``alias`` at it; returns
+    ``models:/name@alias``."""
+    info = mlflow.pyfunc.log_model(name=model, python_model=python_model, artifacts={"bundle": str(folder)},
                                    pip_requirements=["conceptlens"], registered_model_name=name)
     client = mlflow.MlflowClient()
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, info.registered_model_version, key, value)
     client.set_registered_model_alias(name, alias, info.registered_model_version)
     return f"models:/{name}@{alias}"
+
+
+def find_version(name: str, tag: str, value: str) -> str | None:
+    """``models:/name/<version>`` of the newest version of ``name`` tagged ``tag=value``, or None (also when
+    ``name`` is not registered)."""
+    client = mlflow.MlflowClient()
+    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get(tag) == value]
+    if not versions:
+        return None
+    return f"models:/{name}/{max(int(v.version) for v in versions)}"
 
 
 def artifact_location(uri: str, tracking_uri: str) -> str:

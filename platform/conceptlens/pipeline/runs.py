@@ -12,6 +12,8 @@ from typing import Any, Sequence
 from conceptlens.config import Config, RunConfig
 from conceptlens.models.embedding import ModelSpec
 
+REGISTRY_SCHEMES = ("models:/", "runs:/")  # registered models (pipeline.registry reads them)
+
 EMBED_RECORD = "inputs.json"  # in the embed folder: the models and data the embeddings were made from
 RECORDED_KEYS = ("classifier.arch", "classifier.weights", "classifier.checkpoint", "classifier.head",
                  "classifier.num_classes", "vlm.arch", "vlm.pretrained", "vlm.model_config",
@@ -31,8 +33,11 @@ def world_dir(cfg: Config) -> Path:
 
 
 def model_spec(cfg: Config) -> ModelSpec:
-    """The models of a run: from config, else the ones `conceptlens world` trained for this run."""
+    """The models of a run: from config, else the ones `conceptlens world` trained for this run. A classifier
+    checkpoint may be a registered version (``models:/conceptlens-classifier@repaired``): its weights file."""
     classifier, vlm = cfg.classifier.checkpoint, cfg.vlm.pretrained
+    if classifier and classifier.startswith(REGISTRY_SCHEMES):
+        classifier = registered_classifier(cfg, classifier)
     models = world_dir(cfg) / "models.json"
     if (classifier is None or vlm is None) and models.is_file():
         trained = json.loads(models.read_text())
@@ -42,6 +47,18 @@ def model_spec(cfg: Config) -> ModelSpec:
                          f"or run `conceptlens world` for run '{cfg.run.name}' first")
     return ModelSpec(cfg.classifier.arch, classifier, cfg.classifier.head, cfg.classifier.num_classes,
                      cfg.vlm.arch, vlm, cfg.vlm.model_config, cfg.classifier.weights)
+
+
+def registered_classifier(cfg: Config, uri: str) -> str:
+    """The weights file of the registered classifier ``uri`` in this run's MLflow store."""
+    from conceptlens.models.registered import classifier_weights
+    from conceptlens.pipeline.registry import download
+    from conceptlens.pipeline.tracking import tracking_uri
+
+    try:
+        return str(classifier_weights(download(uri, tracking_uri(cfg))))
+    except Exception as err:  # MLflow raises its own types for an unknown name, version or alias
+        raise ValueError(f"classifier.checkpoint={uri}: {err}") from None
 
 
 def embed_folder(cfg: Config) -> Path:
