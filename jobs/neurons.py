@@ -71,7 +71,6 @@ def load_rows(cfg: Config) -> tuple[dict, list[str], dict[str, np.ndarray], Path
     nc = cfg.neurons
     folder = embeddings_table(cfg, nc.embeddings, "neurons.embeddings")
     classes = class_names(cfg, folder)
-    check_settings(cfg, classes)
     rows = read_rows(folder, [nc.fit_split, nc.eval_split], extra=["id"])
     split = rows["split"].astype(str)
     for name, key in ((nc.fit_split, "fit_split"), (nc.eval_split, "eval_split")):
@@ -130,6 +129,11 @@ def describe(neuron: int, top: list[dict]) -> str:
     return f"n{neuron}: " + ", ".join(f"{t['concept']} (r = {t['r']:.2f})" for t in top)
 
 
+def short(row: dict) -> str:
+    """A neuron row of ``neurons.parquet`` by its top concept only: ``n213: background=water (r = 0.71)``."""
+    return describe(row["neuron"], [{"concept": c, "r": r} for c, r in zip(row["concepts"][:1], row["r"][:1])])
+
+
 def chosen_neurons(cfg: Config, votes, classes: list[str]) -> dict[int, list[int]]:
     """Class index -> the top insufficient neurons whose reliance the repair removes."""
     edited = [classes.index(c) for c in cfg.neurons.repair.classes] or sorted(set(votes.target.tolist()))
@@ -183,6 +187,7 @@ def visualise(cfg: Config, table: pa.Table, classes: list[str], out: Path) -> di
     pool = EmbedConfig(actors=min(v.actors, len(wanted)), actor_num_cpus=v.actor_num_cpus,
                        num_gpus=cfg.embed.num_gpus, torch_threads=cfg.embed.torch_threads)
     init_ray(cfg.ray)
+    (out / "figures").mkdir(exist_ok=True)
     progress, gains = Progress("neurons: CLIP-Illusion", len(wanted), every=10.0, unit="classes"), []
     factory = functools.partial(Visualiser, model_spec(cfg), settings, cfg.run.device)
     for batch in map_rows(items, factory, pool, batch_size=1):
@@ -192,7 +197,7 @@ def visualise(cfg: Config, table: pa.Table, classes: list[str], out: Path) -> di
             plot_neuron_grid(out / "figures" / f"class_{classes[index]}.png",
                              illusion=batch["illusion"][i][:n], baseline=batch["baseline"][i][:n],
                              illusion_mask=batch["illusion_mask"][i][:n],
-                             labels=[r["description"] for r in rows],
+                             labels=[short(r) for r in rows],
                              title=f"{classes[index]}: the neurons its mistakes lack")
             start = batch["start_activation"][i][:n]
             gains.append({m: float(np.mean(batch[f"{m}_activation"][i][:n] - start)) for m in ("illusion", "baseline")}
@@ -229,7 +234,7 @@ def neurons(cfg: Config) -> dict:
                "never_flipped": int((~cf.flipped).sum()), "solver_seconds": seconds,
                "voted_neurons": table.num_rows, "classes": classes, "embeddings": str(folder.resolve()),
                "eval_split": cfg.neurons.eval_split, "rows": {k: int(m.sum()) for k, m in masks.items()},
-               "top_neurons": {c: [r["description"] for r in table.to_pylist() if r["class"] == c
+               "top_neurons": {c: [short(r) for r in table.to_pylist() if r["class"] == c
                                    and r["direction"] == INSUFFICIENT][:3] for c in classes},
                "repair": {"edit": edit, "neurons": lineage["neurons"], "accuracy": overall, "history": history},
                "visualisation": figures, "classifier": str((out / "classifier").resolve())}
@@ -271,6 +276,7 @@ def report(metrics: dict) -> str:
 
 def run(cfg: Config) -> dict:
     cfg = run_inputs(cfg)
+    check_settings(cfg, class_names(cfg, embeddings_table(cfg, cfg.neurons.embeddings, "neurons.embeddings")))
     with mlflow_run(cfg, "neurons"):
         metrics = neurons(cfg)
         out = command_dir(cfg.run, "neurons")

@@ -259,9 +259,9 @@ class CounterfactualConfig:
 
 @dataclass
 class VisualiseConfig:
-    neurons: int = 2  # CLIP-Illusion images for each class's top insufficient neurons; 0 = none
-    samples: int = 2  # images per neuron (different seeds)
-    steps: int = 64  # optimiser steps per image (a few hundred for a full run)
+    neurons: int = 3  # CLIP-Illusion images for each class's top insufficient neurons; 0 = none
+    samples: int = 2  # images per neuron (different starts)
+    steps: int = 128  # optimiser steps per image (256 or more on a GPU)
     lr: float = 0.05
     gamma: float = 0.5  # weight of the class logit beside the neuron's activation
     eps: float = 0.05  # added to the CLIP similarity so the product never vanishes

@@ -35,7 +35,7 @@ def scenarios(demo_config):
 def test_the_demo_ends_with_the_scorecard(demo_done, card):
     assert "scorecard of run 'demo' against the world's truth" in demo_done[1]
     assert "runtime filter (test)" in demo_done[1]
-    assert not card["absent"] and {"world", "semantic", "localisation", "runtime", "rootcause"} <= set(card)
+    assert not card["absent"] and {"world", "semantic", "localisation", "runtime", "rootcause", "neurons"} <= set(card)
 
 
 def test_the_demo_scenarios_are_planted_with_the_gaps_world_measured(card, run_dir, demo_config):
@@ -141,11 +141,12 @@ def test_sections_of_commands_that_did_not_run_are_absent(run_dir, demo_config, 
         shutil.copytree(run_dir / step, tmp_path / "demo" / step)
     assert evaluate.main(["--config", demo_config, f"run.root={tmp_path}"]) == 0
     card = json.loads((tmp_path / "demo" / "evaluate" / "scorecard.json").read_text())
-    assert set(card["absent"]) == {"semantic", "localisation", "runtime", "rootcause", "explain"} \
+    assert set(card["absent"]) == {"semantic", "localisation", "runtime", "rootcause", "explain", "neurons"} \
         and card["world"]["planted"]
     out = capsys.readouterr().out
     assert "semantic: absent, no `analyze` outputs" in out and "runtime: absent, no filter bundle" in out
     assert "rootcause: absent, no `rootcause` outputs" in out and "explain: absent, no `explain` outputs" in out
+    assert "neurons: absent, no `neurons` outputs" in out
 
 
 def test_a_run_without_a_world_is_a_clear_error(tmp_path, capsys):

@@ -81,3 +81,34 @@ def _save(fig, path: str | Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def plot_neuron_grid(path: str | Path, *, illusion: np.ndarray, baseline: np.ndarray, illusion_mask: np.ndarray,
+                     labels: list[str], title: str) -> Path:
+    """Write one class's neuron visualisations: a row per neuron (labelled ``labels[i]``), and per sample three
+    columns: the CLIP-Illusion image, that image with where the neuron fires overlaid (a heat map), and the
+    activation-maximisation image. ``illusion``, ``baseline``: ``uint8 (K, S, H, W, 3)``; ``illusion_mask``:
+    ``float (K, S, H, W)`` in [0, 1]. Images are upscaled with nearest interpolation, so 48 px stay sharp."""
+    k, samples = illusion.shape[:2]
+    if len(labels) != k:
+        raise ValueError(f"need one label per neuron: {k} neurons, {len(labels)} labels")
+    headers = ("CLIP-Illusion", "where it fires", "act. max.")
+    fig, axes = plt.subplots(k, 3 * samples, figsize=(3 * samples * 1.25 + 2.4, k * 1.3 + 0.6), squeeze=False)
+    for i in range(k):
+        for s in range(samples):
+            left, middle, right = axes[i][3 * s: 3 * s + 3]
+            left.imshow(illusion[i, s], interpolation="nearest")
+            middle.imshow(illusion[i, s], interpolation="nearest")
+            middle.imshow(illusion_mask[i, s], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="bilinear")
+            right.imshow(baseline[i, s], interpolation="nearest")
+            if i == 0:
+                for ax, header in zip((left, middle, right), headers):
+                    ax.set_title(header, fontsize=7)
+        axes[i][0].set_ylabel(labels[i], fontsize=7, rotation=0, ha="right", va="center")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path, 110)
