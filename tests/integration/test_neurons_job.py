@@ -17,6 +17,7 @@ from conceptlens.config import NeuronsConfig
 from conceptlens.jobs import analyze, embed, monitor, neurons
 from conceptlens.models.classifier import load_state
 from conceptlens.pipeline.shards import read_rows
+from conceptlens.world import CLASSES
 
 pytestmark = pytest.mark.slow
 MODEL = "models:/conceptlens-classifier@repaired"
@@ -52,14 +53,15 @@ def test_the_repair_changes_only_the_head_and_is_a_new_registered_version(output
     folder, metrics, _ = outputs
     base = load_state(json.loads((demo_run / "demo" / "world" / "models.json").read_text())["classifier"])
     repaired = torch.load(folder / "classifier" / "classifier.pt", weights_only=True)
-    assert all(torch.equal(repaired["encoder." + k], v) for k, v in base.items() if not k.startswith("fc."))
-    assert not torch.equal(repaired["head.weight"], base["fc.weight"])
+    assert repaired.keys() == base.keys()
+    assert all(torch.equal(repaired[k], v) for k, v in base.items() if k.startswith("encoder."))
+    assert not torch.equal(repaired["head.weight"], base["head.weight"])
     client = mlflow.MlflowClient(f"sqlite:///{demo_run / 'mlflow.db'}")
     version = client.get_model_version_by_alias("conceptlens-classifier", "repaired")
-    base_version = client.get_model_version_by_alias("conceptlens-classifier", "base")
-    assert int(version.version) > int(base_version.version)
     tags = version.tags
-    assert tags["lineage.base_model"] == f"models:/conceptlens-classifier/{base_version.version}"
+    base_version = client.get_model_version("conceptlens-classifier", tags["lineage.base_model"].rsplit("/", 1)[1])
+    assert int(version.version) > int(base_version.version)
+    assert base_version.tags["sha256"] == tags["lineage.base_sha256"] != tags["sha256"]
     assert json.loads(tags["lineage.neurons"]) == metrics["repair"]["neurons"]
     assert float(tags["lineage.lambda"]) == NeuronsConfig().repair.lam and tags["lineage.loss"] == "retain"
     acc = pq.read_table(folder / "repair.parquet").to_pandas()
@@ -70,12 +72,12 @@ def test_the_repair_changes_only_the_head_and_is_a_new_registered_version(output
 def test_embed_analyze_and_monitor_run_on_the_registered_version(outputs, demo_run, demo_config, tmp_path):
     folder, _, _ = outputs
     manifest = pq.read_table(demo_run / "demo" / "world" / "manifest.parquet")
-    rows = [manifest.filter(pc.equal(manifest["split"], s)).slice(0, 150) for s in ("calib", "test")]
+    rows = [manifest.filter(pc.equal(manifest["split"], s)).slice(0, n) for s, n in (("calib", 400), ("test", 200))]
     source = tmp_path / "subset.parquet"
     pq.write_table(pa.concat_tables(rows), source)
     vlm = json.loads((demo_run / "demo" / "world" / "models.json").read_text())["vlm"]
     argv = ["--config", demo_config, f"run.root={demo_run}", "run.name=repaired", f"data.source={source}",
-            f"vlm.pretrained={vlm}", "monitor.model_name="]
+            f"vlm.pretrained={vlm}", f"data.classes=[{','.join(CLASSES)}]", "monitor.model_name="]
     assert embed.main(argv + [f"classifier.checkpoint={MODEL}"]) == 0
     assert analyze.main(argv) == 0 and monitor.main(argv) == 0
     ours = read_rows(demo_run / "repaired" / "embed" / "embeddings", ["calib", "test"], ["id"])
@@ -89,6 +91,9 @@ def test_embed_analyze_and_monitor_run_on_the_registered_version(outputs, demo_r
     with torch.no_grad():
         expected = head(torch.as_tensor(ours["features"])).argmax(1).numpy()
     assert (ours["prediction"] == expected).all()
+    mlflow.set_tracking_uri(f"sqlite:///{demo_run / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(MODEL).predict(pq.read_table(source).to_pandas().head(8))
+    assert served["prediction"].tolist() == expected[:8].tolist()  # the version is also a pyfunc model
     assert json.loads((demo_run / "repaired" / "monitor" / "metrics.json").read_text())["test_accuracy"] > 0.8
 
 
@@ -99,5 +104,8 @@ def test_embed_analyze_and_monitor_run_on_the_registered_version(outputs, demo_r
     (["neurons.counterfactual.stepz=3"], "neurons.counterfactual.stepz"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(outputs, demo_run, demo_config, override, message, capsys):
-    assert neurons.main(["--config", demo_config, f"run.root={demo_run}", *override]) == 2
-    assert message in capsys.readouterr().err
+    try:
+        code = neurons.main(["--config", demo_config, f"run.root={demo_run}", *override])
+    except SystemExit as exit_:  # a config error exits from the parser
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
