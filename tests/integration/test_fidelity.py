@@ -4,7 +4,9 @@ and on the second scenario set (conf/experiments/second_set.yaml: other classes 
 kinds); and a world with no planted scenario (conf/experiments/null_world.yaml) that must not call more false
 cells than the FDR allows; root causes (the chosen pipeline's purity and coverage, every rare subgroup in a
 cluster of its own) on the demo and the second set; sentences (each planted scenario named by the failure mode
-shown for its cluster, no distractor shown) on the demo and the second set.
+shown for its cluster, no distractor shown) on the demo and the second set; neurons (each spurious correlation's
+attribute names its class's top voted neuron, the repaired head lifts its slice) on the demo and the second set
+(there without images and without registering, so the demo's repaired version keeps the registry's alias).
 
 Budget: the second set is the demo's size (its gaps and numbers are the README's), but reuses the demo's tiny
 CLIP and skips the VLM split; the null world is smaller (3000 training images, 1000 + 1000 analysed) and
