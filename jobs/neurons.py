@@ -206,11 +206,25 @@ def visualise(cfg: Config, table: pa.Table, classes: list[str], out: Path) -> di
     return {k: float(np.mean([g[k] for g in gains])) for k in gains[0]}
 
 
+def save_repaired(cfg: Config, repaired: Classifier, chosen: dict, classes: list[str], epoch: int,
+                  folder: Path) -> dict:
+    """Write the repaired classifier with its card and lineage (base model by content, neurons, λ, γ); the
+    lineage."""
+    spec = model_spec(cfg)
+    base = spec.classifier_checkpoint
+    lineage = {"base_sha256": file_digest(base) if base else spec.classifier_weights,
+               "loss": cfg.neurons.repair.loss, "neurons": {classes[c]: n for c, n in chosen.items()},
+               "lambda": cfg.neurons.repair.lam, "gamma": cfg.neurons.repair.gamma, "epoch": epoch}
+    write_classifier_folder(folder, repaired, {"arch": cfg.classifier.arch, "head": cfg.classifier.head,
+                                               "num_classes": len(classes), "image_size": cfg.data.image_size,
+                                               "classes": classes, "lineage": lineage})
+    return lineage
+
+
 def neurons(cfg: Config) -> dict:
     out = command_dir(cfg.run, "neurons")
     rows, classes, masks, folder = load_rows(cfg)
-    spec = model_spec(cfg)
-    clf = spec.classifier()
+    clf = model_spec(cfg).classifier()
     cf, votes, seconds = explain_mistakes(cfg, clf.head, rows, masks["train"])
     table = neuron_table(cfg, votes, rows, masks["held"], classes)
     pq.write_table(table, out / "neurons.parquet")
@@ -222,12 +236,8 @@ def neurons(cfg: Config) -> dict:
     pq.write_table(pa.table({"id": rows["id"][masks["held"]], "label_index": labels, **predictions}),
                    out / "predictions.parquet")
     edit = cfg.neurons.repair.loss
-    base = spec.classifier_checkpoint
-    lineage = {"base_sha256": file_digest(base) if base else spec.classifier_weights, "loss": edit, "neurons": {classes[c]: n for c, n in chosen.items()},
-               "lambda": cfg.neurons.repair.lam, "gamma": cfg.neurons.repair.gamma, "epoch": history[edit]["epoch"]}
-    write_classifier_folder(out / "classifier", Classifier(clf.encoder, heads[edit]),
-                            {"arch": cfg.classifier.arch, "head": cfg.classifier.head, "num_classes": len(classes),
-                             "image_size": cfg.data.image_size, "classes": classes, "lineage": lineage})
+    lineage = save_repaired(cfg, Classifier(clf.encoder, heads[edit]), chosen, classes, history[edit]["epoch"],
+                            out / "classifier")
     figures = visualise(cfg, table, classes, out)
     overall = {r["method"]: r["accuracy"] for r in accuracy.to_pylist() if r["class"] == "all"}
     metrics = {"mistakes": int(len(cf.flipped)), "flipped": float(cf.flipped.mean()),
@@ -242,6 +252,9 @@ def neurons(cfg: Config) -> dict:
     return metrics
 
 
+MAX_TAG = 5000  # characters of an MLflow tag value (the limit of older servers)
+
+
 def register(cfg: Config, metrics: dict) -> str:
     """Register the base classifier (once, by its content) and the repaired one as the next version of
     ``neurons.model_name``, tagged with its lineage; point ``neurons.alias`` at it."""
@@ -253,9 +266,11 @@ def register(cfg: Config, metrics: dict) -> str:
         base_folder = folder.parent / "base_classifier"
         write_classifier_folder(base_folder, model_spec(cfg).classifier(), {k: v for k, v in card.items()
                                                                             if k != "lineage"})
-        base = register_folder(base_folder, ClassifierPyfunc(), name, "base", tags={"sha256": base_sha},
-                               model="classifier")
+        register_folder(base_folder, ClassifierPyfunc(), name, "base", tags={"sha256": base_sha}, model="classifier")
+        base = find_version(name, "sha256", base_sha)  # the version itself: an alias moves, lineage must not
     lineage = {f"lineage.{k}": json.dumps(v) if isinstance(v, dict) else str(v) for k, v in card["lineage"].items()}
+    if len(lineage["lineage.neurons"]) > MAX_TAG:  # many classes: the card in the model's files has them all
+        lineage["lineage.neurons"] = f"{len(card['lineage']['neurons'])} classes: see classifier.json"
     return register_folder(folder, ClassifierPyfunc(), name, cfg.neurons.alias, model="classifier",
                            tags=run_tags(cfg) | lineage | {"lineage.base_model": base,
                                                            "sha256": file_digest(folder / "classifier.pt")})

@@ -95,6 +95,9 @@ def test_embed_analyze_and_monitor_run_on_the_registered_version(outputs, demo_r
     served = mlflow.pyfunc.load_model(MODEL).predict(pq.read_table(source).to_pandas().head(8))
     assert served["prediction"].tolist() == expected[:8].tolist()  # the version is also a pyfunc model
     assert json.loads((demo_run / "repaired" / "monitor" / "metrics.json").read_text())["test_accuracy"] > 0.8
+    # and neurons itself on this run of a user's manifest (no world behind it)
+    assert neurons.main(argv + ["neurons.visualise.neurons=0", "neurons.model_name="]) == 0
+    assert pq.read_table(demo_run / "repaired" / "neurons" / "neurons.parquet").num_rows > 0
 
 
 @pytest.mark.parametrize("override, message", [
