@@ -8,8 +8,8 @@ the class indifferent to them. METHODS.md writes the per-row ratio the other way
 and averages it: that explodes on rows whose zeroed (or, upside down, original) probability is near 0,
 which the paper's training set, fitted to near 100 %, hardly had but held-out rows have (on the README's
 second world it drove validation accuracy from 0.60 to 0.48 in one epoch). The share of summed
-probabilities has the same fixed point and stays bounded. The checkpoint kept is the epoch with the best validation accuracy (ties: the
-best worst-class accuracy).
+probabilities has the same fixed point and stays bounded. The checkpoint kept is the epoch with the best
+validation accuracy (ties: the best worst-class accuracy).
 """
 from __future__ import annotations
 
