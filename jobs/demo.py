@@ -2,8 +2,9 @@
 
 Steps so far: build ConceptWorld and train (or reuse) its classifier and tiny CLIP (`world`),
 embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`), adversarial
-inputs (`attack`), calibrate and evaluate the runtime filter and register it (`monitor`), cluster the
-failures into root causes (`rootcause`), describe each in validated sentences (`explain`), find the neurons
+inputs (`attack`), cluster the failures into root causes (`rootcause`), describe each in validated sentences
+(`explain`), calibrate and evaluate the runtime filter, whose alerts name those failure modes, attack it
+white-box, and register it (`monitor`), find the neurons
 behind each class's mistakes and repair the head (`neurons`), then score every diagnosis against the world's truth (`evaluate`).
 Runs under ``runs/demo/`` unless ``run.name`` says
 otherwise; every step is a child of the run's pipeline run in the MLflow store shared by all runs
@@ -35,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed_metrics = embed.run(cfg)
     analysis = analyze.run(cfg)
     attacks = attack.run(cfg)
-    filter_metrics = monitor.run(cfg)
     causes = rootcause.run(cfg)
     sentences = explain.run(cfg)
+    filter_metrics = monitor.run(cfg)  # after rootcause and explain: its alerts name their failure modes
     repaired = neurons.run(cfg)
     scorecard = evaluate.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
@@ -47,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{embed_metrics['rows_per_second'] or 0:.0f} rows/s this run")
     print(analyze.report(analysis))
     print(attack.report(attacks))
-    print(monitor.report(filter_metrics))
     print(rootcause.report(causes))
     print(explain.report(sentences))
+    print(monitor.report(filter_metrics))
     print(neurons.report(repaired))
     print(evaluate.report(scorecard))
     print(f"\nfinished in {(time.time() - start) / 60:.1f} min; outputs under {run.resolve()}:")

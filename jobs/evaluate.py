@@ -27,12 +27,14 @@ import pyarrow.parquet as pq
 
 from conceptlens.cli import run_command
 from conceptlens.config import Config
+from conceptlens.evaluation.alerts import alerts_section
 from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
 from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
 from conceptlens.evaluation.neurons import neurons_section
 from conceptlens.evaluation.render import render_scorecard
+from conceptlens.evaluation.runtime import filter_section
 from conceptlens.evaluation.sentences import explain_section
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
 from conceptlens.pipeline.shards import read_rows
@@ -131,6 +133,7 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
         card["runtime"] = {"rows": "test", "scenarios": runtime_section(
             filt.score_all(test)["misclassified"], flagged, wrong, scenario, [s.name for s in planted], filt.fpr),
             "skipped": skipped}
+        card["filter"] = filter_section(json.loads((run / "monitor" / "metrics.json").read_text()))
     else:
         card["absent"]["runtime"] = f"no filter bundle in {bundle} (run `conceptlens monitor`)"
     causes = run / "rootcause"
@@ -139,6 +142,10 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
         ids = np.unique(clusters.filter(pc.equal(clusters["set"], "heldout"))["id"].to_numpy(zero_copy_only=False))
         card["rootcause"] = rootcause_section(clusters, pq.read_table(causes / "pipelines.parquet"),
                                               dict(zip(ids, truth.scenario_of(ids))), planted) | {"skipped": skipped}
+        alerts = run / "monitor" / "alerts.parquet"
+        if "runtime" in card and alerts.is_file():
+            card["alerts"] = alerts_section(pq.read_table(alerts), dict(zip(test["id"], wrong)), truth, planted,
+                                            card["rootcause"]) | {"skipped": skipped}
     else:
         card["absent"]["rootcause"] = f"no `rootcause` outputs in {causes} (run `conceptlens rootcause`)"
     sentences = run / "explain"

@@ -13,6 +13,7 @@ the accuracy of the inputs the filter accepts. Writes under
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -25,12 +26,14 @@ import pyarrow.parquet as pq
 from conceptlens.semantic.aligner import Aligner
 from conceptlens.cli import run_command
 from conceptlens.config import Config
-from conceptlens.runtime.detectors import BASELINES, KNN, detection_metrics, threshold_at_fpr
+from conceptlens.runtime.detectors import BASELINES, KNN, Detector, Stacked, detection_metrics, threshold_at_fpr
 from conceptlens.pipeline.runs import command_dir, log, model_spec, run_inputs, write_metrics
-from conceptlens.runtime.filter import SIGNALS, ConceptFilter
-from conceptlens.pipeline.shards import read_rows
+from conceptlens.runtime.filter import SIGNALS, ConceptFilter, folds, sources, successful_attacks, take
+from conceptlens.pipeline.shards import ROW_BATCH_COLUMNS, read_rows
 from conceptlens.pipeline.registry import register_folder
+from conceptlens.jobs.rootcause import concept_analysis
 from conceptlens.runtime.bundle import save_bundle
+from conceptlens.runtime.failure_modes import FailureModes
 from conceptlens.runtime.registered import FilterPyfunc
 from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
 
@@ -53,21 +56,79 @@ def load_filter(analysis: Path) -> ConceptFilter:
                          concepts, info["classes"], unreliable=unreliable)
 
 
+def fit_baselines(calib: dict, cfg: Config) -> dict[str, Detector]:
+    """The unsupervised baselines, each fitted on all clean calib rows (the misclassified ones left out)."""
+    wrong = calib["prediction"] != calib["label_index"]
+    return {name: (cls(cfg.monitor.knn_k) if cls is KNN else cls()).fit(calib, wrong) for name, cls in BASELINES.items()}
+
+
+def fit_stacked(clean: dict, adversarial: dict | None, cfg: Config, *,
+                parts: dict[str, Detector] | None = None) -> dict[str, Stacked]:
+    """The supervised baseline, trained like the filter's heads: its detectors (``parts``, else fitted here) on the
+    first fold of calib (by source image), a logistic regression per head on the second, with the same labels
+    (misclassified; successful attacks)."""
+    fold = folds(sources(clean), cfg.monitor.seed)
+    parts = parts or fit_baselines(take(clean, fold == 0), cfg)
+    heads = take(clean, fold == 1)
+    out = {"misclassified": Stacked(parts).fit(heads, heads["prediction"] != heads["label_index"])}
+    if adversarial is not None:
+        hits = take(adversarial, (folds(sources(adversarial), cfg.monitor.seed) == 1) & successful_attacks(adversarial))
+        both = {k: np.concatenate([heads[k], hits[k]]) for k in ROW_BATCH_COLUMNS if k != "split"}
+        out["adversarial"] = Stacked(parts).fit(both, np.r_[np.zeros(len(heads["prediction"]), bool),
+                                                           np.ones(len(hits["prediction"]), bool)])
+    return out
+
+
+def task_masks(adversarial: dict) -> dict[str, np.ndarray]:
+    """``<attack>_eps<ε>`` -> the successful attacks of that attack and budget."""
+    hit = successful_attacks(adversarial)
+    return {f"{a}_eps{e:g}": (adversarial["attack"] == a) & (adversarial["epsilon"] == e) & hit
+            for a, e in sorted(set(zip(adversarial["attack"], adversarial["epsilon"])))}
+
+
 def evaluate(scores: dict[str, dict[str, np.ndarray]], clean: dict, adversarial: dict | None, fpr: float) -> list[dict]:
-    """One row per (detector, task): misclassification on clean test rows; adversarial per attack and ε
-    (successful attacks against all clean test rows), only when there are adversarial rows."""
+    """One row per (detector, task): misclassification on clean test rows; adversarial per attack and ε, only with
+    adversarial rows: successful attacks on correctly classified inputs against the correctly classified clean test
+    rows (the protocol of Ma et al. 2018 and Lee et al. 2018; a natural mistake flagged is not a false alarm)."""
     rows = []
     wrong = clean["prediction"] != clean["label_index"]
     for name, s in scores.items():
         rows.append({"detector": name, "task": "misclassified"} | detection_metrics(s["clean_mis"], wrong, fpr))
-        if adversarial is None:
+        for task, m in (task_masks(adversarial).items() if adversarial is not None else ()):
+            rows.append({"detector": name, "task": task} | against_clean(s["clean_adv"][~wrong], s["adversarial"][m],
+                                                                         fpr))
+    return rows
+
+
+def against_clean(clean_scores: np.ndarray, attacked_scores: np.ndarray, fpr: float) -> dict:
+    """Detection metrics of attacked rows (positives) against clean rows (negatives)."""
+    return detection_metrics(np.r_[clean_scores, attacked_scores],
+                             np.r_[np.zeros(len(clean_scores), bool), np.ones(len(attacked_scores), bool)], fpr)
+
+
+def unseen_attacks(filt: ConceptFilter, clean: dict, adversarial: dict, cfg: Config) -> list[dict]:
+    """Heads and thresholds fitted without one attack family (then without one ε), tested on what was left out:
+    the filter and the stacked baseline, their adversarial heads against the correctly classified clean test rows."""
+    calib, test = adversarial["calib"], adversarial["test"]
+    held_out = [("attack", a) for a in sorted(set(calib["attack"]))] + [
+        ("epsilon", e) for e in sorted(set(calib["epsilon"]))]
+    rows, hit = [], successful_attacks(test)
+    correct = clean["test"]["prediction"] == clean["test"]["label_index"]
+    negatives = take(clean["test"], correct)
+    parts = fit_baselines(take(clean["calib"], folds(sources(clean["calib"]), cfg.monitor.seed) == 0), cfg)
+    for column, value in held_out:
+        seen = calib[column] != value
+        if not seen.any() or seen.all():
             continue
-        fooled = adversarial["prediction"] != adversarial["label_index"]
-        for attack, eps in sorted(set(zip(adversarial["attack"], adversarial["epsilon"]))):
-            m = (adversarial["attack"] == attack) & (adversarial["epsilon"] == eps) & fooled
-            both = np.r_[s["clean_adv"], s["adversarial"][m]]
-            truth = np.r_[np.zeros(len(s["clean_adv"]), bool), np.ones(int(m.sum()), bool)]
-            rows.append({"detector": name, "task": f"{attack}_eps{eps:g}"} | detection_metrics(both, truth, fpr))
+        task = f"unseen_{value}" if column == "attack" else f"unseen_eps{value:g}"
+        refit = copy.deepcopy(filt).fit(clean["calib"], take(calib, seen), fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge,
+                                        seed=cfg.monitor.seed)
+        stacked = fit_stacked(clean["calib"], take(calib, seen), cfg, parts=parts)["adversarial"]
+        left_out = take(test, (test[column] == value) & hit)
+        for name, score in (("concept filter", lambda b: refit.score_all(b)["adversarial"]),
+                            ("stacked", stacked.score)):
+            rows.append({"detector": name, "task": task} | against_clean(score(negatives), score(left_out),
+                                                                         cfg.monitor.fpr))
     return rows
 
 
@@ -76,20 +137,45 @@ def read_adversarial(folder: Path) -> tuple[dict[str, dict] | None, str | None]:
     (no attack outputs, or no adversarial calib rows to fit on)."""
     if not any(folder.glob("*.parquet")):
         return None, f"no `attack` outputs in {folder} (run `conceptlens attack`, then monitor again, to add it)"
-    rows = {split: read_rows(folder, [split], ["attack", "epsilon"]) for split in ("calib", "test")}
+    rows = {split: read_rows(folder, [split], ["attack", "epsilon", "source_id", "clean_prediction"])
+            for split in ("calib", "test")}
     if not len(rows["calib"]["prediction"]):
         return None, f"no adversarial rows of split calib in {folder} (attack.splits)"
+    if not successful_attacks(rows["calib"]).any():
+        return None, f"no attack in {folder} flipped a correct calib prediction: nothing to learn attacks from"
     return rows, None
+
+
+def check_calibration(calib: dict) -> None:
+    """A clear error when calib cannot calibrate a filter: every row right or every row wrong."""
+    wrong = calib["prediction"] != calib["label_index"]
+    if wrong.all():
+        raise ValueError("the classifier gets every calib row wrong: its classes are probably in another order than "
+                         "the labels' (set data.classes in the classifier's order), or it is not the model for this "
+                         "data")
+    if not wrong.any():
+        raise ValueError("the classifier gets every calib row right: there are no mistakes to calibrate the "
+                         "misclassification head on (use more or harder calib data)")
+
+
+def write_alerts(test: dict, verdicts: np.ndarray, modes: FailureModes | None, path: Path) -> None:
+    """Per test row: ``id``, ``verdict`` and the failure mode it looks like (``cluster``, -1 = no candidate;
+    ``distance`` in radii; ``close_enough``), all -1/NaN/False without failure modes."""
+    n = len(verdicts)
+    found = modes.nearest(test) if modes is not None else {
+        "cluster": np.full(n, -1, np.int64), "distance": np.full(n, np.nan, np.float32), "close_enough": np.zeros(n, bool)}
+    pq.write_table(pa.table({"id": test["id"], "verdict": verdicts.astype(str)} | found), path)
 
 
 def monitor(cfg: Config) -> dict:
     out = command_dir(cfg.run, "monitor")
     run_dir = Path(cfg.run.root) / cfg.run.name
-    clean = {split: read_rows(run_dir / "embed" / "embeddings", [split]) for split in ("calib", "test")}
+    clean = {split: read_rows(run_dir / "embed" / "embeddings", [split], ["id"]) for split in ("calib", "test")}
     empty = [split for split, rows in clean.items() if not len(rows["prediction"])]
     if empty:
         raise ValueError(f"no rows of split(s) {empty} in {run_dir / 'embed' / 'embeddings'}: monitor calibrates on "
                          f"calib and evaluates on test (data without splits: keep data.calib_share inside (0, 1))")
+    check_calibration(clean["calib"])
     adversarial, off = read_adversarial(run_dir / "attack" / "embeddings")
     log(f"monitor: calib {len(clean['calib']['prediction'])} clean + "
         f"{len(adversarial['calib']['prediction']) if adversarial else 0} adversarial rows; "
@@ -97,7 +183,7 @@ def monitor(cfg: Config) -> dict:
     if off:
         log(f"monitor: adversarial detection is off: {off}")
     filt = load_filter(run_dir / "analyze").fit(clean["calib"], adversarial["calib"] if adversarial else None,
-                                                fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge)
+                                                fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge, seed=cfg.monitor.seed)
 
     # per detector: "clean_mis" (clean test rows, misclassification score); with attacks also "clean_adv" and
     # "adversarial" (clean and adversarial test rows, adversarial score)
@@ -112,13 +198,17 @@ def monitor(cfg: Config) -> dict:
                                      "adversarial": filter_scores["adversarial"]["adversarial"]}
         scores["concept heatmap only"] |= {k2: signals[k]["cos_adversarial"] - signals[k]["cos_correct"]
                                            for k, k2 in (("clean", "clean_adv"), ("adversarial", "adversarial"))}
-    calib_wrong = clean["calib"]["prediction"] != clean["calib"]["label_index"]
-    for name, cls in BASELINES.items():
-        detector = (KNN(cfg.monitor.knn_k) if cls is KNN else cls()).fit(clean["calib"], calib_wrong)
+    for name, detector in fit_baselines(clean["calib"], cfg).items():
         s = {k: detector.score(v) for k, v in test_all.items()}
         scores[name] = {"clean_mis": s["clean"]} | (
             {"clean_adv": s["clean"], "adversarial": s["adversarial"]} if adversarial else {})
+    stacked = fit_stacked(clean["calib"], adversarial["calib"] if adversarial else None, cfg)
+    scores["stacked"] = {"clean_mis": stacked["misclassified"].score(clean["test"])} | (
+        {"clean_adv": stacked["adversarial"].score(clean["test"]),
+         "adversarial": stacked["adversarial"].score(adversarial["test"])} if adversarial else {})
     table = evaluate(scores, clean["test"], adversarial["test"] if adversarial else None, cfg.monitor.fpr)
+    if adversarial:
+        table += unseen_attacks(filt, clean, adversarial, cfg)
     pq.write_table(pa.Table.from_pylist(table), out / "evaluation.parquet")
 
     verdicts = filt.verdicts(clean["test"])["verdict"]
@@ -126,20 +216,31 @@ def monitor(cfg: Config) -> dict:
     accepted = verdicts == "accept"
     msp = -BASELINES["msp"]().score(clean["test"])  # MSP at the same false-alarm rate, for comparison
     msp_calib = -BASELINES["msp"]().score(clean["calib"])
+    calib_wrong = clean["calib"]["prediction"] != clean["calib"]["label_index"]
     msp_accepts = -msp < threshold_at_fpr(-msp_calib[~calib_wrong], cfg.monitor.fpr)
+    false_alarms = float((~accepted[correct]).mean())
     metrics = {
         "fpr_target": cfg.monitor.fpr, "thresholds": filt.thresholds,
         "test_accuracy": float(correct.mean()),
         "accepted": {"share": float(accepted.mean()), "accuracy": float(correct[accepted].mean()),
-                     "false_alarm_rate": float((~accepted[correct]).mean())},
+                     "false_alarm_rate": false_alarms},
+        "false_alarm_rate": {"target": cfg.monitor.fpr, "test": false_alarms,
+                             "gap_points": 100 * (false_alarms - cfg.monitor.fpr)},
         "msp_accepted": {"share": float(msp_accepts.mean()), "accuracy": float(correct[msp_accepts].mean())},
         "heads": list(filt.heads),
         "verdicts": {v: int((verdicts == v).sum()) for v in filt.verdict_names},
+        "adversarial_positives": "attacks that flipped a correct prediction",
         "detection": {f"{r['detector'].replace(' ', '_')}.{r['task']}": {k: r[k] for k in ("auroc", "aupr", "tpr_at_fpr")}
                       for r in table},
     }
     bundle = save_bundle(filt, out / "bundle", model_spec(cfg), image_size=cfg.data.image_size, run=cfg.run.name)
     metrics["bundle"] = str(bundle.resolve())
+    modes = FailureModes.from_outputs(run_dir / "rootcause", run_dir / "explain", clean["calib"],
+                                      concepts=concept_analysis(cfg), log=log)
+    if modes is not None:
+        modes.save(bundle)
+        metrics["failure_modes"] = modes.describe()
+    write_alerts(clean["test"], verdicts, modes, out / "alerts.parquet")
     if off:
         metrics["adversarial_detection"] = f"off: {off}"
     write_metrics(out, metrics)
@@ -147,22 +248,29 @@ def monitor(cfg: Config) -> dict:
 
 
 def report(metrics: dict) -> str:
-    table = metrics["table"]
+    table = [r for r in metrics["table"] if not r["task"].startswith("unseen_")]
     tasks = list(dict.fromkeys(r["task"] for r in table))
     detectors = list(dict.fromkeys(r["detector"] for r in table))
     cell = {(r["detector"], r["task"]): r for r in table}
     short = {t: t.replace("misclassified", "miscls").replace("_eps", "@") for t in tasks}
-    lines = [f"AUROC on test (TPR at {metrics['fpr_target']:.0%} FPR for misclassification in brackets)",
+    lines = [f"AUROC on test (TPR at {metrics['fpr_target']:.0%} FPR for misclassification in brackets; adversarial: "
+             f"{metrics['adversarial_positives']}, against correctly classified clean test rows)",
              f"{'detector':<22}" + "".join(f"{short[t]:>{14 if t == 'misclassified' else 9}}" for t in tasks)]
     for d in detectors:
         mis = cell[(d, "misclassified")]
         row = f"{d:<22}{mis['auroc']:>7.3f} ({mis['tpr_at_fpr']:.2f})"
         row += "".join(f"{cell[(d, t)]['auroc']:>9.3f}" for t in tasks[1:])
         lines.append(row)
-    a, m = metrics["accepted"], metrics["msp_accepted"]
+    unseen = [r for r in metrics["table"] if r["task"].startswith("unseen_")]
+    if unseen:
+        lines.append("unseen attacks (heads fitted without it), AUROC: " + "; ".join(
+            f"{t.removeprefix('unseen_')}: " + ", ".join(f"{r['detector']} {r['auroc']:.3f}" for r in unseen
+                                                        if r["task"] == t)
+            for t in dict.fromkeys(r["task"] for r in unseen)))
+    a, m, f = metrics["accepted"], metrics["msp_accepted"], metrics["false_alarm_rate"]
     lines.append(f"test accuracy {metrics['test_accuracy']:.3f}; the filter accepts {a['share']:.1%} with accuracy "
-                 f"{a['accuracy']:.3f} ({a['false_alarm_rate']:.1%} false alarms); MSP at the same FPR accepts "
-                 f"{m['share']:.1%} with accuracy {m['accuracy']:.3f}")
+                 f"{a['accuracy']:.3f}; false alarms on test {f['test']:.1%} (target {f['target']:.1%}); MSP at the "
+                 f"same FPR accepts {m['share']:.1%} with accuracy {m['accuracy']:.3f}")
     if "adversarial_detection" in metrics:
         lines.append(f"adversarial detection {metrics['adversarial_detection']}")
     return "\n".join(lines)
@@ -175,7 +283,7 @@ def run(cfg: Config) -> dict:
         out = command_dir(cfg.run, "monitor")
         register = bool(cfg.monitor.model_name)  # a registered bundle is stored once, as the model's files
         log_results({k: v for k, v in metrics.items() if k != "table"}, out / "metrics.json",
-                    out / "evaluation.parquet", *([] if register else [out / "bundle"]))
+                    out / "evaluation.parquet", out / "alerts.parquet", *([] if register else [out / "bundle"]))
         if register:
             metrics["registered"] = register_folder(out / "bundle", FilterPyfunc(), cfg.monitor.model_name,
                                                    cfg.monitor.alias, tags=run_tags(cfg))

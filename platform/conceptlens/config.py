@@ -158,9 +158,20 @@ class AttackConfig:
 
 
 @dataclass
+class AdaptiveConfig:
+    rows: int = 200  # test inputs attacked by the white-box attack on classifier + filter (a seeded sample); 0 = off
+    epsilons: List[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # L-infinity budgets in 1/255 units
+    steps: int = 20  # PGD iterations on the combined objective
+    weight: float = 1.0  # the filter's term against the classifier's in the attack's objective
+    batch_size: int = 32
+
+
+@dataclass
 class MonitorConfig:
     fpr: float = 0.05  # target false-alarm rate on correct clean calib inputs; sets the thresholds
     knn_k: int = 50  # the k-NN baseline's k
+    seed: int = 0  # the folds (by source image) that references, heads and thresholds are fitted on
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     model_name: Optional[str] = "conceptlens-filter"  # MLflow registered model of the bundle; empty (monitor.model_name=) = do not register
     alias: str = "champion"  # alias set on the new version
 

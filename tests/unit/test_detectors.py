@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conceptlens.runtime.detectors import (BASELINES, KNN, Detector, Energy, Mahalanobis, MaxSoftmax, detection_metrics,
-                                   energy_score, knn_score, mahalanobis_score, msp_score, threshold_at_fpr)
+from conceptlens.runtime.detectors import (BASELINES, KNN, Detector, Energy, Mahalanobis, MaxSoftmax,
+                                           RelativeMahalanobis, Stacked, detection_metrics, energy_score, knn_score,
+                                           mahalanobis_score, msp_score, threshold_at_fpr)
 
 
 def gaussian_batch(rng, n, means, shift=0.0, scale=1.0):
@@ -28,7 +29,7 @@ def world():
     return fit, test, np.r_[np.zeros(300, bool), np.ones(300, bool)]
 
 
-@pytest.mark.parametrize("name", ["mahalanobis", "knn"])
+@pytest.mark.parametrize("name", ["mahalanobis", "relative_mahalanobis", "knn"])
 def test_feature_detectors_rank_shifted_rows_higher(world, name):
     fit, test, shifted = world
     scores = BASELINES[name]().fit(fit).score(test)
@@ -38,7 +39,7 @@ def test_feature_detectors_rank_shifted_rows_higher(world, name):
 
 def test_every_baseline_follows_the_contract(world):
     fit, test, _ = world
-    assert set(BASELINES) == {"msp", "energy", "mahalanobis", "knn"}
+    assert set(BASELINES) == {"msp", "energy", "mahalanobis", "relative_mahalanobis", "knn"}
     for name, cls in BASELINES.items():
         detector = cls()
         assert isinstance(detector, Detector) and detector.name == name
@@ -136,3 +137,43 @@ def test_detection_metrics_match_sklearn_and_give_nan_for_one_class():
         one = detection_metrics(np.arange(10.0), only)
         assert all(math.isnan(one[k]) for k in ("auroc", "aupr", "tpr_at_fpr"))
         assert (one["n"], one["n_defective"]) == (10, int(only.sum()))
+
+
+def test_relative_mahalanobis_is_the_class_distance_minus_the_background_distance():
+    rng = np.random.default_rng(1)
+    means = np.array([[0.0, 0.0], [4.0, 0.0]])
+    fit = gaussian_batch(rng, 400, means)
+    rows = gaussian_batch(rng, 5, means)
+    relative = RelativeMahalanobis().fit(fit)
+    x = fit["features"]
+    centre = x.mean(0)
+    background = np.linalg.inv(np.cov(x.T, bias=True) + 1e-6 * np.trace(np.cov(x.T, bias=True)) / 2 * np.eye(2))
+    d0 = np.einsum("nd,de,ne->n", rows["features"] - centre, background, rows["features"] - centre)
+    expected = mahalanobis_score(rows["features"], relative.means, relative.precision) - d0
+    assert np.allclose(relative.score(rows), expected, rtol=1e-6)
+
+
+class Column(Detector):
+    def __init__(self, key):
+        self.key = key
+
+    def score(self, batch):
+        return np.asarray(batch[self.key], np.float64)
+
+
+def test_the_stacked_baseline_learns_from_labels_what_no_single_score_has():
+    """Defects are the top fifth by the sum of two independent scores: only their combination ranks them; the
+    stacked baseline needs labels and refuses one-class rows."""
+    rng = np.random.default_rng(2)
+
+    def batch(n):
+        rows = {"a": rng.normal(size=n), "b": 3 * rng.normal(size=n)}  # scales differ: the fit standardises
+        return rows, rows["a"] + rows["b"] / 3 > 1.2
+
+    parts = {"a": Column("a"), "b": Column("b")}
+    (fit, fit_truth), (test, truth) = batch(800), batch(800)
+    stacked = Stacked(parts).fit(fit, fit_truth)
+    assert roc_auc_score(truth, stacked.score(test)) > 0.98
+    assert max(roc_auc_score(truth, d.score(test)) for d in parts.values()) < 0.9
+    with pytest.raises(ValueError, match="both defective and good"):
+        Stacked(parts).fit(fit, np.zeros(800, bool))

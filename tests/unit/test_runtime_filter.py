@@ -75,3 +75,48 @@ def test_concepts_the_trust_check_did_not_back_are_never_named(tmp_path):
 def test_missing_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no filter bundle"):
         ConceptFilter.load(tmp_path)
+
+
+def test_folds_keep_every_copy_of_an_image_together_and_are_seeded():
+    from conceptlens.runtime.filter import folds, sources
+
+    ids = np.array([f"img{i}" for i in range(3000)])
+    clean = folds(sources({"id": ids, "prediction": np.zeros(3000)}))
+    attacked = folds(sources({"id": np.char.add(ids, "-pgd-8"), "source_id": ids, "prediction": np.zeros(3000)}))
+    assert np.array_equal(clean, attacked) and set(clean) == {0, 1, 2}
+    assert all(abs((clean == k).mean() - 1 / 3) < 0.04 for k in range(3))
+    assert not np.array_equal(clean, folds(ids, seed=1))
+    assert np.array_equal(folds(ids[::-1])[::-1], clean)  # a row's fold does not depend on the others
+
+
+def test_only_attacks_that_flip_a_correct_prediction_are_attacks():
+    from conceptlens.runtime.filter import successful_attacks
+
+    rows = {"label_index": np.array([0, 0, 0, 1]), "prediction": np.array([1, 0, 2, 0]),
+            "clean_prediction": np.array([0, 0, 2, 0])}
+    assert successful_attacks(rows).tolist() == [True, False, False, False]  # row 2 and 3 were already wrong
+    del rows["clean_prediction"]
+    assert successful_attacks(rows).tolist() == [True, False, True, True]
+
+
+def test_joint_thresholds_keep_the_union_of_heads_within_the_budget():
+    from conceptlens.runtime.filter import joint_thresholds
+
+    rng = np.random.default_rng(0)
+    a = rng.random(4000)
+    for b in (a, rng.random(4000)):  # the same score twice: each head may take the whole budget; independent: half
+        t = joint_thresholds({"misclassified": a, "adversarial": b}, 0.05)
+        union = ((a > t["misclassified"]) | (b > t["adversarial"])).mean()
+        assert 0.045 <= union <= 0.05
+
+
+def test_heads_and_thresholds_never_see_an_image_that_shaped_the_references():
+    """Fitting on rows with ids: the folds partition the images; refitting after shuffling rows changes nothing."""
+    calib, attacked = world(3000, 0), world(1000, 1, adversarial=True)
+    calib["id"] = np.array([f"i{i}" for i in range(3000)])
+    attacked["source_id"] = calib["id"][:1000]
+    attacked["clean_prediction"] = calib["prediction"][:1000]
+    filt = make_filter().fit(calib, attacked, fpr=0.05)
+    order = np.random.default_rng(3).permutation(3000)
+    shuffled = make_filter().fit({k: v[order] for k, v in calib.items()}, attacked, fpr=0.05)
+    assert filt.thresholds == pytest.approx(shuffled.thresholds)

@@ -12,6 +12,8 @@
   and every rare subgroup dominates a cluster of its own;
 * sentences (the default method of ``explain``): every planted scenario is named by the failure mode shown for
   its cluster (rank 1), and no distractor is shown as a failure mode;
+* the runtime filter (:mod:`conceptlens.evaluation.runtime`): misclassification AUROC ≥ 0.90 above every
+  baseline, PGD ε = 8/255 ≥ 0.95, false alarms on test within ±1.5 points of the target, unseen attacks ≥ 0.90;
 * neurons: the planted attribute of every spurious correlation is the top concept of its class's top voted
   neuron, and the repaired head lifts that slice by ≥ 10 points at ≤ 1 point of overall accuracy without a
   planted slice getting worse beyond chance (:mod:`conceptlens.evaluation.neurons`).
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 from conceptlens.evaluation.neurons import MAX_OVERALL_COST, neuron_goals
+from conceptlens.evaluation.runtime import filter_goals
 
 RECOMMENDED_SOURCE = "vlm"  # an observer independent of the classifier: its view does not shift with the error
 PRESENTED = "reliable"  # the cells the product presents as findings
@@ -62,6 +65,8 @@ def goals(card: dict) -> dict:
         out["no_distractor_shown"] = {"value": shown, "target": 0, "met": shown == 0}
     if "neurons" in card:
         out |= neuron_goals(card["neurons"])
+    if "filter" in card:
+        out |= filter_goals(card["filter"])
     return out
 
 
@@ -85,6 +90,14 @@ def render_goals(found: dict) -> list[str]:
             lines.append(f"  {name:<44} {g['value']:+.2f} at {g['overall_change']:+.2f} overall (goal ≥ +"
                          f"{g['target']:.2f} at ≥ -{MAX_OVERALL_COST:.2f}, none worse) "
                          f"{'met' if g['met'] else 'NOT MET' + (' (worse: ' + ', '.join(g['harmed']) + ')' if g['harmed'] else '')}")
+            continue
+        if name == "filter_false_alarms":
+            lines.append(f"  {name:<44} {g['value']:+.1f} points from the target (goal within ±{g['target']:.1f}) "
+                         f"{'met' if g['met'] else 'NOT MET'}")
+            continue
+        if name == "filter_above_baselines" and g["value"] is not None:
+            lines.append(f"  {name:<44} {g['value']:+.3f} over the best baseline ({g['best']}) "
+                         f"{'met' if g['met'] else 'NOT MET'}")
             continue
         if name.startswith(("planted_first.", "sentence_first.")):
             state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from conceptlens.evaluation.clusters import truth_score
 from conceptlens.evaluation.goals import render_goals
+from conceptlens.evaluation.runtime import filter_lines
 from conceptlens.semantic import SOURCES
 
 
@@ -52,6 +53,13 @@ def render_scorecard(card: dict) -> str:
         for name, s in card["runtime"]["scenarios"].items():
             lines.append(f"  {name:<{width}}{s['errors']:>5} errors  AUROC {_num(s['auroc'], '.3f')}  "
                          f"flagged {_num(s['flagged'])}")
+    if "filter" in card:
+        lines += filter_lines(card["filter"])
+    if "alerts" in card:
+        al = card["alerts"]
+        lines.append("alerts (flagged test errors named after the failure mode that holds their slice): " + "; ".join(
+            f"{name} {s['matched']}/{s['flagged']}" for name, s in al["scenarios"].items())
+            + f"; none close enough {al['overall']['none_close_enough']} of {al['overall']['flagged']}")
     if "rootcause" in card:
         lines += _rootcause_lines(card["rootcause"])
     if "explain" in card:

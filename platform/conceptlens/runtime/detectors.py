@@ -13,8 +13,8 @@ import math
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-__all__ = ["Detector", "MaxSoftmax", "Energy", "Mahalanobis", "KNN", "BASELINES", "msp_score",
-           "energy_score", "mahalanobis_score", "knn_score", "threshold_at_fpr", "detection_metrics"]
+__all__ = ["Detector", "MaxSoftmax", "Energy", "Mahalanobis", "RelativeMahalanobis", "KNN", "Stacked", "BASELINES",
+           "msp_score", "energy_score", "mahalanobis_score", "knn_score", "threshold_at_fpr", "detection_metrics"]
 
 
 def _column(batch: dict, key: str) -> np.ndarray:
@@ -46,12 +46,17 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return -temperature * _logsumexp(np.asarray(logits, np.float64) / temperature)
 
 
-def mahalanobis_score(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """Min over classes of the squared Mahalanobis distance: features (N, D), means (C, D), precision (D, D)."""
-    x = np.asarray(features, np.float64)
+def _squared_distances(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of each row of ``x`` (N, D) to each of ``means`` (C, D): (N, C)."""
+    x = np.asarray(x, np.float64)
     xp = x @ precision
     d2 = (xp * x).sum(1)[:, None] - 2.0 * xp @ means.T + ((means @ precision) * means).sum(1)[None, :]
-    return np.maximum(d2.min(axis=1), 0.0)  # round-off can take an exact match slightly below zero
+    return np.maximum(d2, 0.0)  # round-off can take an exact match slightly below zero
+
+
+def mahalanobis_score(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Min over classes of the squared Mahalanobis distance: features (N, D), means (C, D), precision (D, D)."""
+    return _squared_distances(features, means, precision).min(axis=1)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -108,6 +113,14 @@ class Energy(Detector):
         return energy_score(_column(batch, "logits"), self.temperature)
 
 
+def _precision(centred: np.ndarray, ridge: float) -> np.ndarray:
+    """The inverse covariance of ``centred`` rows (N, D), with a ridge scaled to the feature variance, which keeps
+    rank-deficient features (D > N, dead units) stable."""
+    cov = centred.T @ centred / len(centred)
+    scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
+    return np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
+
+
 class Mahalanobis(Detector):
     """Class-conditional Gaussians with a tied covariance on ``features`` (Lee et al. 2018, no input
     pre-processing). Fit rows are grouped by ``label_index`` when present, else by ``prediction``;
@@ -126,15 +139,30 @@ class Mahalanobis(Detector):
         x = x[keep]
         self.classes = np.unique(groups)
         self.means = np.stack([x[groups == c].mean(0) for c in self.classes])
-        centred = x - self.means[np.searchsorted(self.classes, groups)]
-        cov = centred.T @ centred / len(x)
-        # a ridge scaled to the feature variance keeps rank-deficient features (D > N, dead units) stable
-        scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
-        self.precision = np.linalg.pinv(cov + self.ridge * scale * np.eye(cov.shape[0]), hermitian=True)
+        self.precision = _precision(x - self.means[np.searchsorted(self.classes, groups)], self.ridge)
         return self
 
     def score(self, batch: dict) -> np.ndarray:
         return mahalanobis_score(_column(batch, "features"), self.means, self.precision)
+
+
+class RelativeMahalanobis(Mahalanobis):
+    """Relative Mahalanobis distance (Ren et al. 2021): the class-conditional distance minus the distance under
+    one background Gaussian of all clean fit rows, ``min_k MD_k(x) − MD_0(x)``; it discounts directions in which
+    every class varies alike. Fitted as :class:`Mahalanobis`."""
+
+    name = "relative_mahalanobis"
+
+    def fit(self, batch: dict, defective: np.ndarray | None = None) -> RelativeMahalanobis:
+        super().fit(batch, defective)
+        x = np.asarray(_column(batch, "features"), np.float64)[_clean_rows(len(batch["features"]), defective)]
+        self.background = x.mean(0, keepdims=True), _precision(x - x.mean(0), self.ridge)
+        return self
+
+    def score(self, batch: dict) -> np.ndarray:
+        x = _column(batch, "features")
+        return (_squared_distances(x, self.means, self.precision).min(axis=1)
+                - _squared_distances(x, *self.background)[:, 0])
 
 
 class KNN(Detector):
@@ -155,8 +183,36 @@ class KNN(Detector):
         return knn_score(_column(batch, "features"), self.bank, self.k, max_block=self.max_block)
 
 
-BASELINES: dict[str, type[Detector]] = {"msp": MaxSoftmax, "energy": Energy,
-                                        "mahalanobis": Mahalanobis, "knn": KNN}
+BASELINES: dict[str, type[Detector]] = {"msp": MaxSoftmax, "energy": Energy, "mahalanobis": Mahalanobis,
+                                        "relative_mahalanobis": RelativeMahalanobis, "knn": KNN}
+
+
+class Stacked(Detector):
+    """The supervised baseline: a logistic regression over the scores of already fitted ``detectors`` (each score
+    standardised), trained on labelled rows, as the concept filter's heads are. ``fit`` needs ``defective``.
+    It gives an unsupervised detector what the filter has, labels, so a table can compare like with like."""
+
+    name = "stacked"
+
+    def __init__(self, detectors: dict[str, Detector]):
+        self.detectors = dict(detectors)
+
+    def _scores(self, batch: dict) -> np.ndarray:
+        return np.stack([d.score(batch) for d in self.detectors.values()], 1)
+
+    def fit(self, batch: dict, defective: np.ndarray | None = None) -> Stacked:
+        from sklearn.linear_model import LogisticRegression
+
+        if defective is None or np.all(defective) or not np.any(defective):
+            raise ValueError("the stacked baseline needs labelled rows: both defective and good ones")
+        s = self._scores(batch)
+        self.centre, self.scale = s.mean(0), s.std(0) + 1e-9
+        self.model = LogisticRegression(max_iter=2000, class_weight="balanced").fit(
+            (s - self.centre) / self.scale, np.asarray(defective, bool))
+        return self
+
+    def score(self, batch: dict) -> np.ndarray:
+        return self.model.decision_function((self._scores(batch) - self.centre) / self.scale).astype(np.float64)
 
 
 def threshold_at_fpr(clean_scores: np.ndarray, fpr: float) -> float:

@@ -5,7 +5,7 @@ concept scores of the aligned encoder features) with reference heatmaps of ``ŷ`
 misclassified and adversarial calibration inputs (METHODS.md §1, runtime analysis), and adds
 what makes the comparison sharper:
 
-* ``msp``: the classifier's confidence;
+* ``msp`` and ``energy``: the classifier's confidence (Hendrycks & Gimpel 2017; Liu et al. 2020);
 * ``vlm_margin`` / ``aligned_margin``: how far the VLM's own embedding and the aligned encoder
   features prefer ``ŷ``'s class prompt over the next class (an attack on the classifier does not
   move the VLM, so the two disagree);
@@ -21,6 +21,7 @@ Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from conceptlens.runtime.detectors import Mahalanobis, mahalanobis_score, msp_score, threshold_at_fpr
+from conceptlens.runtime.detectors import Mahalanobis, energy_score, mahalanobis_score, msp_score, threshold_at_fpr
 from conceptlens.semantic import Aligner, AlignerFit, source_embeddings, stack, unit
 
-SIGNALS = ("msp", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
+SIGNALS = ("msp", "energy", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
            "cos_correct", "cos_incorrect", "cos_adversarial")
 REFERENCES = ("correct", "incorrect", "adversarial")
 HEADS = ("misclassified", "adversarial")
@@ -81,7 +82,8 @@ class ConceptFilter:
         """``float64 (N, len(SIGNALS))``."""
         predicted = np.asarray(batch["prediction"], np.int64)
         h = self.heatmaps(batch)
-        columns = {"msp": -msp_score(stack(batch["logits"])),
+        logits = stack(batch["logits"])
+        columns = {"msp": -msp_score(logits), "energy": energy_score(logits),
                    "vlm_margin": _margin(h["vlm_class_sim"], predicted),
                    "aligned_margin": _margin(h["aligned_class_sim"], predicted),
                    "consistency": _cos(h["aligned"], h["vlm"]), "agreement": h["agreement"],
@@ -96,24 +98,25 @@ class ConceptFilter:
     def fit(self, clean: dict, adversarial: dict | None = None, *, fpr: float = 0.05, ridge: float = 0.01,
             seed: int = 0) -> "ConceptFilter":
         """References, heads and thresholds from calibration batches of clean and adversarial rows
-        (each with ``label_index``, ``prediction``, ``logits``, ``features``, ``vlm_embedding``).
+        (each with ``label_index``, ``prediction``, ``logits``, ``features``, ``vlm_embedding``; ``id`` /
+        ``source_id`` name each row's source image and ``clean_prediction`` the prediction on it, when known).
         Without adversarial rows (``None`` or empty) only the misclassification head is fitted: no
-        adversarial reference, head, threshold or verdict.
+        adversarial reference, head, threshold or verdict. An adversarial row counts as an attack only when it
+        flips a correct prediction (:func:`successful_attacks`).
 
-        Cross-fitted: the aligner, z-score statistics, references and class Gaussians come from one
-        half of the rows, heads and thresholds from the other, so the thresholds see signals as
-        unseen inputs will have them."""
-        rng = np.random.default_rng(seed)
+        Three disjoint folds by source image (:func:`folds`): the aligner, z-score statistics, references and
+        class Gaussians come from the first, the heads from the second and the thresholds from the third, so
+        neither heads nor thresholds see an image (or an attacked copy of it) that shaped what they read."""
         with_adversarial = adversarial is not None and len(adversarial["prediction"]) > 0
-        batches = (("clean", clean), ("adv", adversarial)) if with_adversarial else (("clean", clean),)
-        first = {name: rng.random(len(b["prediction"])) < 0.5 for name, b in batches}
-        ref_clean, clean = take(clean, first["clean"]), take(clean, ~first["clean"])
+        fold = {"clean": folds(sources(clean), seed)} | (
+            {"adv": folds(sources(adversarial), seed)} if with_adversarial else {})
+        ref_clean = take(clean, fold["clean"] == 0)
         correct = ref_clean["prediction"] == ref_clean["label_index"]
         fit = AlignerFit()
         fit.update(stack(ref_clean["features"]), stack(ref_clean["vlm_embedding"]))
         self.aligner = fit.solve(ridge)
         raw = {source: e @ self.concepts.T for source, e in source_embeddings(self.aligner, ref_clean).items()}
-        self.mean = {source: r.mean(0) for source, r in raw.items()}  # z-score statistics of this half
+        self.mean = {source: r.mean(0) for source, r in raw.items()}  # z-score statistics of this fold
         self.std = {source: r.std(0) + 1e-12 for source, r in raw.items()}
         gaussians = Mahalanobis().fit(take(ref_clean, correct))
         self.gaussians = {"means": gaussians.means, "precision": gaussians.precision}
@@ -123,20 +126,19 @@ class ConceptFilter:
             "incorrect": self._per_class(z_clean[~correct], ref_clean["prediction"][~correct]),
         }
         if with_adversarial:
-            ref_adv, adversarial = take(adversarial, first["adv"]), take(adversarial, ~first["adv"])
-            fooled = ref_adv["prediction"] != ref_adv["label_index"]
-            z_adv = self.heatmaps(ref_adv)["aligned"]
-            self.references["adversarial"] = self._per_class(z_adv[fooled], ref_adv["prediction"][fooled])
-        correct = clean["prediction"] == clean["label_index"]
-        s_clean = self.signals(clean)
-        self.heads = {"misclassified": _fit_head(s_clean, ~correct)}
+            ref_adv = take(adversarial, (fold["adv"] == 0) & successful_attacks(adversarial))
+            self.references["adversarial"] = self._per_class(self.heatmaps(ref_adv)["aligned"], ref_adv["prediction"])
+        head_clean = take(clean, fold["clean"] == 1)
+        s_clean = self.signals(head_clean)
+        self.heads = {"misclassified": _fit_head(s_clean, head_clean["prediction"] != head_clean["label_index"])}
         if with_adversarial:
-            s_adv = self.signals(adversarial)[adversarial["prediction"] != adversarial["label_index"]]
+            s_adv = self.signals(take(adversarial, (fold["adv"] == 1) & successful_attacks(adversarial)))
             self.heads["adversarial"] = _fit_head(np.concatenate([s_clean, s_adv]),
                                                   np.r_[np.zeros(len(s_clean), bool), np.ones(len(s_adv), bool)])
-        scores = self.score_all(clean)
-        # the false-alarm budget split evenly over the heads, so that flagging by any head stays within ``fpr``
-        self.thresholds = {head: threshold_at_fpr(scores[head][correct], fpr / len(self.heads)) for head in self.heads}
+        held = take(clean, fold["clean"] == 2)
+        scores = self.score_all(held)
+        self.thresholds = joint_thresholds({h: v[held["prediction"] == held["label_index"]] for h, v in scores.items()},
+                                           fpr)
         self.fpr = fpr
         return self
 
@@ -226,6 +228,47 @@ class ConceptFilter:
                           for h in info.get("heads", HEADS)},
                    gaussians={k: a[f"gaussian_{k}"] for k in ("means", "precision")},
                    thresholds=info["thresholds"], fpr=info["fpr"], unreliable=info.get("unreliable_concepts", []))
+
+
+def sources(batch: dict) -> np.ndarray:
+    """The source image of each row: ``source_id`` (an attacked copy), else ``id``, else the row itself."""
+    for key in ("source_id", "id"):
+        if key in batch:
+            return np.asarray(batch[key]).astype(str)
+    return np.char.add("row", np.arange(len(batch["prediction"])).astype(str))
+
+
+def folds(groups: np.ndarray, seed: int = 0, k: int = 3) -> np.ndarray:
+    """Fold ``0..k-1`` of each row from a seeded hash of its group (its source image): every row of one image,
+    clean or attacked, lands in the same fold, whatever else is in the batch."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{g}".encode(), digest_size=8).digest(), "little") % k
+                     for g in groups], np.int64)
+
+
+def successful_attacks(adversarial: dict) -> np.ndarray:
+    """``bool (N,)``: the adversarial rows that flipped a correct prediction (the source image classified right,
+    the attacked copy wrong). Without ``clean_prediction`` every misclassified adversarial row counts."""
+    fooled = np.asarray(adversarial["prediction"]) != np.asarray(adversarial["label_index"])
+    if "clean_prediction" in adversarial:
+        fooled &= np.asarray(adversarial["clean_prediction"]) == np.asarray(adversarial["label_index"])
+    return fooled
+
+
+def joint_thresholds(correct_scores: dict[str, np.ndarray], fpr: float) -> dict[str, float]:
+    """One threshold per head, all at the same per-head rate, the largest rate at which flagging by any head
+    stays within ``fpr`` of the correct rows (``correct_scores``: head -> scores of the same rows)."""
+    heads = list(correct_scores)
+    n = len(next(iter(correct_scores.values())))
+
+    def at(rate: float) -> tuple[dict[str, float], float]:
+        t = {h: threshold_at_fpr(correct_scores[h], rate) for h in heads}
+        return t, float(np.any([correct_scores[h] > t[h] for h in heads], axis=0).mean())
+
+    low, high = fpr / len(heads), fpr  # the union at rate fpr/H is at most fpr; at fpr at least fpr
+    for _ in range(int(np.ceil(np.log2(max(n, 2)))) + 1):  # rates differ in effect only by 1/n
+        middle = (low + high) / 2
+        low, high = (middle, high) if at(middle)[1] <= fpr else (low, middle)
+    return at(low)[0]
 
 
 def take(batch: dict, mask: np.ndarray) -> dict:
