@@ -145,7 +145,7 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
         alerts = run / "monitor" / "alerts.parquet"
         if "runtime" in card and alerts.is_file():
             card["alerts"] = alerts_section(pq.read_table(alerts), dict(zip(test["id"], wrong)), truth, planted,
-                                            card["rootcause"]) | {"skipped": skipped}
+                                            card["rootcause"], clusters) | {"skipped": skipped}
     else:
         card["absent"]["rootcause"] = f"no `rootcause` outputs in {causes} (run `conceptlens rootcause`)"
     sentences = run / "explain"

@@ -14,6 +14,7 @@ the accuracy of the inputs the filter accepts. Writes under
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,11 +28,15 @@ from conceptlens.semantic.aligner import Aligner
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.runtime.detectors import BASELINES, KNN, Detector, Stacked, detection_metrics, threshold_at_fpr
-from conceptlens.pipeline.runs import command_dir, log, model_spec, run_inputs, write_metrics
+from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, run_inputs, write_metrics
 from conceptlens.runtime.filter import SIGNALS, ConceptFilter, folds, sources, successful_attacks, take
 from conceptlens.pipeline.shards import ROW_BATCH_COLUMNS, read_rows
 from conceptlens.pipeline.registry import register_folder
+from conceptlens.jobs.attack import sample
+from conceptlens.jobs.embed import load_input
 from conceptlens.jobs.rootcause import concept_analysis
+from conceptlens.pipeline.raydata import init_ray, map_images
+from conceptlens.runtime.adaptive import AdaptiveAttacker
 from conceptlens.runtime.bundle import save_bundle
 from conceptlens.runtime.failure_modes import FailureModes
 from conceptlens.runtime.registered import FilterPyfunc
@@ -167,6 +172,41 @@ def write_alerts(test: dict, verdicts: np.ndarray, modes: FailureModes | None, p
     pq.write_table(pa.table({"id": test["id"], "verdict": verdicts.astype(str)} | found), path)
 
 
+def adaptive(cfg: Config, filt: ConceptFilter, bundle: Path, clean_test: dict, pgd: dict | None) -> dict:
+    """The white-box attack on classifier + filter (:mod:`conceptlens.runtime.adaptive`) on a seeded sample of
+    ``monitor.adaptive.rows`` test images, per ε: of the inputs classified right when clean, the share it fools
+    the classifier on and the share it fools classifier and filter on (the filter accepts); the filter's AUROC
+    (``ConceptFilter.score``) on its successful attacks against the correctly classified clean test rows, beside
+    non-adaptive PGD's at the same ε (``pgd``: the attack embeddings of test, when `attack` ran PGD)."""
+    settings = cfg.monitor.adaptive
+    rows = sample(load_input(cfg), ["test"], settings.rows, cfg.attack.seed)
+    log(f"monitor: adaptive white-box attack on {rows.num_rows} test inputs at ε = "
+        f"{', '.join(f'{e:g}' for e in settings.epsilons)}/255, {settings.steps} steps")
+    init_ray(cfg.ray)
+    factory = functools.partial(AdaptiveAttacker, str(bundle), list(settings.epsilons), steps=settings.steps,
+                                weight=settings.weight, seed=cfg.attack.seed, device=cfg.run.device)
+    progress, batches = Progress("monitor: adaptive attack", rows.num_rows * len(settings.epsilons)), []
+    for batch in map_images(rows, factory, cfg.embed, batch_size=settings.batch_size, image_size=cfg.data.image_size):
+        batches.append({k: v for k, v in batch.items() if k != "image"})
+        progress.update(len(batch["epsilon"]))
+    found = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    correct = clean_test["prediction"] == clean_test["label_index"]
+    negatives = filt.score(take(clean_test, correct))
+    accepted = filt.verdicts(found)["verdict"] == "accept"
+    scores, out = filt.score(found), {}
+    for eps in settings.epsilons:
+        mine = (found["epsilon"] == eps) & (found["clean_prediction"] == found["label_index"])
+        fooled = mine & (found["prediction"] != found["label_index"])
+        out[f"eps{eps:g}"] = {"correct": int(mine.sum()), "success_vs_classifier": float(fooled.sum() / max(mine.sum(), 1)),
+                              "success_vs_filter": float((fooled & accepted).sum() / max(mine.sum(), 1)),
+                              "filter_auroc": against_clean(negatives, scores[fooled], cfg.monitor.fpr)["auroc"]}
+        if pgd is not None:
+            hits = successful_attacks(pgd) & (pgd["attack"] == "pgd") & (pgd["epsilon"] == eps)
+            out[f"eps{eps:g}"]["pgd_filter_auroc"] = against_clean(negatives, filt.score(take(pgd, hits)),
+                                                                   cfg.monitor.fpr)["auroc"]
+    return out
+
+
 def monitor(cfg: Config) -> dict:
     out = command_dir(cfg.run, "monitor")
     run_dir = Path(cfg.run.root) / cfg.run.name
@@ -241,6 +281,8 @@ def monitor(cfg: Config) -> dict:
         modes.save(bundle)
         metrics["failure_modes"] = modes.describe()
     write_alerts(clean["test"], verdicts, modes, out / "alerts.parquet")
+    if cfg.monitor.adaptive.rows:
+        metrics["adaptive"] = adaptive(cfg, filt, bundle, clean["test"], adversarial["test"] if adversarial else None)
     if off:
         metrics["adversarial_detection"] = f"off: {off}"
     write_metrics(out, metrics)
@@ -271,6 +313,11 @@ def report(metrics: dict) -> str:
     lines.append(f"test accuracy {metrics['test_accuracy']:.3f}; the filter accepts {a['share']:.1%} with accuracy "
                  f"{a['accuracy']:.3f}; false alarms on test {f['test']:.1%} (target {f['target']:.1%}); MSP at the "
                  f"same FPR accepts {m['share']:.1%} with accuracy {m['accuracy']:.3f}")
+    for eps, a in metrics.get("adaptive", {}).items():
+        pgd = f"; non-adaptive PGD {a['pgd_filter_auroc']:.3f}" if "pgd_filter_auroc" in a else ""
+        lines.append(f"adaptive white-box attack {eps.replace('eps', 'ε = ')}/255 on {a['correct']} correct test inputs: "
+                     f"fools the classifier on {a['success_vs_classifier']:.0%}, classifier and filter on "
+                     f"{a['success_vs_filter']:.0%}; filter AUROC on its successes {a['filter_auroc']:.3f}{pgd}")
     if "adversarial_detection" in metrics:
         lines.append(f"adversarial detection {metrics['adversarial_detection']}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import pytest
 
 from conceptlens.evaluation.goals import (MIN_COVERAGE, MIN_LOCALISED, MIN_PRECISION, MIN_PURITY, MIN_RECALL,
                                           MIN_TOP_CAUSE)
-from conceptlens.jobs import analyze, embed, evaluate, explain, neurons, rootcause, world
+from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor, neurons, rootcause, world
 
 pytestmark = pytest.mark.slow
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiments"
@@ -31,13 +31,17 @@ SHORT = {
     ("null_world", "fdr"): "false discovery proportion 0.14 on this null world (0.18 over three full-size seeds)",
     ("second_set", "rootcause"): "the index chooses backbone/umap/kmeans: purity 0.88, coverage 0.75 (small_triangle "
                                  "dominates no cluster); by the truth relevance/umap/dbscan reaches 0.93 / 1.00",
+    ("demo", "filter_unseen"): "ε = 2/255 unseen (heads fitted on 4 and 8): AUROC 0.875 (0.905 when seen)",
+    ("second_set", "filter_unseen"): "ε = 2/255 unseen: 0.734, FGSM unseen: 0.847 (200 attacked rows per split)",
 }
 
 
 def pipeline(root: Path, configs: list[str], overrides: list[str], causes: bool = True) -> dict:
-    """world → embed → analyze (→ rootcause → explain → neurons) → evaluate on ``configs``; the scorecard."""
+    """world → embed → analyze (→ attack → rootcause → explain → monitor → neurons) → evaluate on ``configs``; the
+    scorecard."""
     argv = [a for c in configs for a in ("--config", c)] + [f"run.root={root}"] + overrides
-    steps = (world, embed, analyze, rootcause, explain, neurons, evaluate) if causes else (world, embed, analyze, evaluate)
+    steps = ((world, embed, analyze, attack, rootcause, explain, monitor, neurons, evaluate) if causes
+             else (world, embed, analyze, evaluate))
     for step in steps:
         assert step.main(argv) == 0, step.__name__
     name = next(o.split("=", 1)[1] for o in overrides if o.startswith("run.name="))
@@ -54,7 +58,8 @@ def cards(demo_done, demo_run, demo_config):
     vlm = f"vlm.pretrained={demo_vlm(demo_run)}"
     second = pipeline(demo_run, [demo_config, str(EXPERIMENTS / "second_set.yaml")],
                       ["run.name=second_set", "world.splits.vlm=0", vlm, "neurons.visualise.neurons=0",
-                       "neurons.model_name="])  # the demo's repaired model keeps the registry's alias
+                       "neurons.model_name=", "monitor.model_name=",  # the demo's models keep the registry's aliases
+                       "attack.rows_per_split=200"])
     null = pipeline(demo_run, [demo_config, str(EXPERIMENTS / "null_world.yaml")],
                     ["run.name=null_world", "world.seed=1", vlm,
                      "world.splits={train: 3000, vlm: 0, calib: 1000, test: 1000}"], causes=False)
@@ -154,3 +159,29 @@ def test_the_spurious_neurons_are_named_and_the_repair_lifts_their_slice(cards, 
     assert all(g["met"] for g in repaired.values()), card["neurons"]["repair"]
     for found in card["neurons"]["naming"]["spurious"].values():
         assert found["neurons"][0]["truth"] == found["attribute"]  # the truth names that neuron the same way
+
+
+FILTER_GOALS = ("filter_misclassified", "filter_above_baselines", "filter_pgd_eps8", "filter_false_alarms",
+                "filter_unseen")
+
+
+@pytest.mark.parametrize("run", ["demo", "second_set"])
+@pytest.mark.parametrize("goal", FILTER_GOALS)
+def test_the_runtime_filter_meets_its_goals(cards, run, goal, request):
+    """Misclassification AUROC ≥ 0.90 above every baseline (the supervised stacked one included), PGD ε = 8/255
+    ≥ 0.95, false alarms on test within ±1.5 points of the target, every unseen attack family and ε ≥ 0.90."""
+    found = {k: g for k, g in cards[run]["goals"].items() if k == goal or k.startswith(f"{goal}.")}
+    assert found and (goal != "filter_unseen" or len(found) == 6), found
+    if (run, goal) in SHORT:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SHORT[run, goal]))
+    assert all(g["met"] for g in found.values()), found
+
+
+@pytest.mark.parametrize("run", ["demo", "second_set"])
+def test_flagged_errors_are_named_after_their_own_failure_mode(cards, run):
+    """Of each planted scenario's flagged test errors, most are matched (close enough) to a root-cause cluster the
+    scenario dominates; a scenario that dominates no cluster (a rare subgroup the index merged) cannot be."""
+    alerts = cards[run]["alerts"]["scenarios"]
+    assert set(alerts) == {n for n, s in cards[run]["world"]["scenarios"].items() if s["planted"]}
+    scored = {n: s["matched_dominated_share"] for n, s in alerts.items() if s["dominated_clusters"] and s["flagged"]}
+    assert len(scored) >= len(alerts) - 1 and all(share > 0.5 for share in scored.values()), alerts

@@ -77,7 +77,8 @@ def test_embed_analyze_and_monitor_run_on_the_registered_version(outputs, demo_r
     pq.write_table(pa.concat_tables(rows), source)
     vlm = json.loads((demo_run / "demo" / "world" / "models.json").read_text())["vlm"]
     argv = ["--config", demo_config, f"run.root={demo_run}", "run.name=repaired", f"data.source={source}",
-            f"vlm.pretrained={vlm}", f"data.classes=[{','.join(CLASSES)}]", "monitor.model_name="]
+            f"vlm.pretrained={vlm}", f"data.classes=[{','.join(CLASSES)}]", "monitor.model_name=",
+            "monitor.adaptive.rows=0"]
     assert embed.main(argv + [f"classifier.checkpoint={MODEL}"]) == 0
     assert analyze.main(argv) == 0 and monitor.main(argv) == 0
     ours = read_rows(demo_run / "repaired" / "embed" / "embeddings", ["calib", "test"], ["id"])

@@ -29,7 +29,8 @@ def blind(demo_run, tmp_path_factory, demo_config):
     trained = json.loads((demo_run / "demo" / "world" / "models.json").read_text())
     args = [f"run.root={folder}", "run.name=blind", f"data.source={folder / 'rows.parquet'}",
             f"data.classes=[{','.join(CLASSES)}]", f"classifier.checkpoint={trained['classifier']}",
-            f"vlm.pretrained={folder / 'untrained-clip.pt'}", "embed.batch_size=100", "run.device=cpu"]
+            f"vlm.pretrained={folder / 'untrained-clip.pt'}", "embed.batch_size=100", "run.device=cpu",
+            "monitor.adaptive.rows=0"]
     assert embed.main(args) == 0
     return folder / "blind" / "analyze", args
 

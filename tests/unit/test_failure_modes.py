@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conceptlens.evaluation.alerts import alerts_section, holding_clusters
+from conceptlens.evaluation.alerts import alerts_section, dominated_clusters, holding_clusters
 from conceptlens.evaluation.ground_truth import WorldTruth
 from conceptlens.runtime.failure_modes import FailureModes, RADIUS_FLOOR
 
@@ -238,18 +238,24 @@ def test_alerts_section_counts_flagged_errors_matched_to_the_holding_cluster():
     alerts = pa.table({"id": list(rows), "verdict": [r[2] for r in rows.values()],
                        "cluster": pa.array([r[3] for r in rows.values()], pa.int64()),
                        "close_enough": [r[4] for r in rows.values()]})
-    out = alerts_section(alerts, {i: r[1] for i, r in rows.items()}, truth, [water, fog], section)
+    out = alerts_section(alerts, {i: r[1] for i, r in rows.items()}, truth, [water, fog], section, clusters)
     assert out["scenarios"]["star_on_water"] == {"holding_cluster": 0, "errors": 3 + 1, "flagged": 3, "matched": 1,
                                                  "other": 1, "none_close_enough": 1, "no_candidate": 0,
-                                                 "matched_share": pytest.approx(1 / 3)}
+                                                 "matched_share": pytest.approx(1 / 3), "dominated_clusters": [0],
+                                                 "matched_dominated": 1, "matched_dominated_share": pytest.approx(1 / 3)}
     assert out["scenarios"]["hexagon_in_fog"] == {"holding_cluster": 1, "errors": 2, "flagged": 2, "matched": 1,
                                                   "other": 0, "none_close_enough": 1, "no_candidate": 1,
-                                                  "matched_share": 0.5}
+                                                  "matched_share": 0.5, "dominated_clusters": [1],
+                                                  "matched_dominated": 1, "matched_dominated_share": 0.5}
+    # a scenario split over two clusters it dominates: a match to either counts as dominated, to one as held
+    split = pa.table({"set": ["heldout"] * 4, "id": ["h0", "h1", "h3", "h4"], "pipeline": ["vlm/umap/kmeans"] * 4,
+                      "cluster": [0, 1, 1, 1]})
+    assert dominated_clusters(split, "vlm/umap/kmeans", truth) == {"star_on_water": {0}, "hexagon_in_fog": {1}}
     assert out["natural"] == {"errors": 1, "flagged": 1, "close_enough": 1, "none_close_enough": 0, "no_candidate": 0}
     assert out["overall"] == {"errors": 6, "flagged": 5, "matched": 2, "none_close_enough": 2,
                               "matched_share": 0.4}
     json.dumps(out)
     as_dict = {k: alerts[k].to_pylist() for k in alerts.column_names}
-    assert alerts_section(as_dict, {i: r[1] for i, r in rows.items()}, truth, [water, fog], section) == out
+    assert alerts_section(as_dict, {i: r[1] for i, r in rows.items()}, truth, [water, fog], section, clusters) == out
     with pytest.raises(ValueError, match="close_enough"):
         alerts_section({k: v for k, v in as_dict.items() if k != "close_enough"}, {}, truth, [water], section)

@@ -59,25 +59,45 @@ def _columns(alerts: pa.Table | Mapping) -> dict[str, np.ndarray]:
     return {c: np.asarray(alerts[c]) for c in COLUMNS}
 
 
-def _counts(flagged: np.ndarray, cluster: np.ndarray, close: np.ndarray, holding: int | None) -> dict:
+def dominated_clusters(clusters: pa.Table, chosen: str, truth: WorldTruth) -> dict[str, set[int]]:
+    """Per scenario, the clusters of the chosen heldout pipeline more than half of whose rows are that scenario's
+    (a scenario large enough to fill several clusters, split by what it is mistaken for, dominates all of them)."""
+    rows = clusters.filter(pc.and_(pc.equal(clusters["set"], "heldout"), pc.equal(clusters["pipeline"], chosen)))
+    ids, cluster = rows["id"].to_numpy(zero_copy_only=False), rows["cluster"].to_numpy()
+    scenario = np.array(truth.scenario_of(ids), object)
+    out: dict[str, set[int]] = {}
+    for c in np.unique(cluster[cluster >= 0]):
+        names, counts = np.unique([str(x) for x in scenario[cluster == c]], return_counts=True)
+        if counts.max() > counts.sum() / 2 and names[counts.argmax()] != "None":
+            out.setdefault(str(names[counts.argmax()]), set()).add(int(c))
+    return out
+
+
+def _counts(flagged: np.ndarray, cluster: np.ndarray, close: np.ndarray, holding: int | None,
+            own: set[int] = frozenset()) -> dict:
     """Counts over the flagged errors ``flagged`` (bool mask) of one group."""
     n = int(flagged.sum())
     hit = flagged & close & (cluster == (-2 if holding is None else holding))  # -2: no cluster holds it
-    matched = int(hit.sum())
+    matched, mine = int(hit.sum()), int((flagged & close & np.isin(cluster, list(own))).sum())
     return {"flagged": n, "matched": matched, "other": int((flagged & close).sum()) - matched,
             "none_close_enough": int((flagged & ~close).sum()), "no_candidate": int((flagged & (cluster < 0)).sum()),
-            "matched_share": matched / n if n and holding is not None else None}
+            "matched_share": matched / n if n and holding is not None else None,
+            "dominated_clusters": sorted(own), "matched_dominated": mine,
+            "matched_dominated_share": mine / n if n and own else None}
 
 
 def alerts_section(alerts: pa.Table | Mapping, wrong: Mapping[str, bool], truth: WorldTruth,
-                   planted: list[Scenario], rootcause: dict | str | Path) -> dict:
+                   planted: list[Scenario], rootcause: dict | str | Path, clusters: pa.Table | None = None) -> dict:
     """The scorecard's alerts section (module docstring). ``alerts``: the monitor's per-test-row table (or a dict
     of its columns); ``wrong``: row id -> misclassified, for every id of ``alerts``; ``truth``: the world's
     truth; ``planted``: the planted scenarios; ``rootcause``: the scorecard's root-cause section, or the folder of
-    ``rootcause``'s outputs."""
+    ``rootcause``'s outputs; ``clusters``: its ``clusters.parquet``, for the clusters each scenario dominates
+    (``matched_dominated``: close enough to any of them)."""
+    own = {} if clusters is None else None
     if not isinstance(rootcause, dict):
         rootcause = rootcause_of(rootcause, truth, planted)
     holds = holding_clusters(rootcause)
+    own = own if own is not None else dominated_clusters(clusters, rootcause["chosen"], truth)
     a = _columns(alerts)
     ids = a["id"].astype(object)
     missing = [i for i in ids if i not in wrong]
@@ -93,7 +113,7 @@ def alerts_section(alerts: pa.Table | Mapping, wrong: Mapping[str, bool], truth:
     for s in planted:
         mine = scenario == s.name
         out["scenarios"][s.name] = {"holding_cluster": holds.get(s.name), "errors": int((errors & mine).sum()),
-                                    **_counts(flagged & mine, cluster, close, holds.get(s.name))}
+                                    **_counts(flagged & mine, cluster, close, holds.get(s.name), own.get(s.name, set()))}
         if holds.get(s.name) is not None:
             holding[mine] = holds[s.name]
     natural = np.array([s is None for s in scenario], bool)

@@ -57,9 +57,11 @@ def render_scorecard(card: dict) -> str:
         lines += filter_lines(card["filter"])
     if "alerts" in card:
         al = card["alerts"]
-        lines.append("alerts (flagged test errors named after the failure mode that holds their slice): " + "; ".join(
-            f"{name} {s['matched']}/{s['flagged']}" for name, s in al["scenarios"].items())
-            + f"; none close enough {al['overall']['none_close_enough']} of {al['overall']['flagged']}")
+        lines.append("alerts (flagged test errors named after the cluster that holds their slice / after any cluster "
+                     "their slice dominates): " + "; ".join(
+                         f"{name} {s['matched']}/{s['matched_dominated']} of {s['flagged']}"
+                         for name, s in al["scenarios"].items())
+                     + f"; none close enough {al['overall']['none_close_enough']} of {al['overall']['flagged']}")
     if "rootcause" in card:
         lines += _rootcause_lines(card["rootcause"])
     if "explain" in card:
