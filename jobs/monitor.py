@@ -1,15 +1,16 @@
-"""conceptlens monitor: calibrate the runtime filter, compare it with standard detectors, register the bundle.
+"""conceptlens monitor: calibrate the runtime filter, compare it honestly, attack it white-box, register the bundle.
 
 Reads this run's clean embeddings (``embed``), adversarial embeddings (``attack``; without them the
-filter detects misclassification only and adversarial detection is off) and concept analysis
-(``analyze``: aligner, concept embeddings, z-score statistics). Fits the filter and the baselines
-(max softmax, energy, Mahalanobis, k-NN on encoder features) on ``calib``, chooses thresholds
-for ``monitor.fpr`` false alarms, and evaluates everything on ``test``: misclassification
-detection and adversarial detection per attack and ε (AUROC, AUPR, TPR at the target FPR), and
-the accuracy of the inputs the filter accepts. Writes under
-``<run>/monitor/``: ``bundle/`` (the filter with copies of the models it judges),
-``evaluation.parquet``, ``metrics.json``; the bundle is registered in MLflow as
-``monitor.model_name`` with alias ``monitor.alias``.
+filter detects misclassification only and adversarial detection is off), concept analysis (``analyze``) and,
+when they ran, the root causes (``rootcause``) and their sentences (``explain``), which the alerts name.
+Fits the filter on ``calib`` in folds by source image, the unsupervised baselines (max softmax, energy,
+Mahalanobis, relative Mahalanobis, k-NN) and the stacked supervised baseline, and evaluates everything on
+``test``: misclassification, adversarial detection per attack and ε (attacks that flipped a correct
+prediction), unseen attacks (heads fitted without a family or an ε), false alarms at the deployed thresholds,
+and an adaptive white-box attack on classifier + filter (``monitor.adaptive``). Writes under
+``<run>/monitor/``: ``bundle/`` (the filter, its failure modes and copies of the models it judges),
+``evaluation.parquet``, ``alerts.parquet`` (per test row: verdict and the failure mode it looks like),
+``metrics.json``; the bundle is registered in MLflow as ``monitor.model_name`` with alias ``monitor.alias``.
 """
 from __future__ import annotations
 
@@ -176,8 +177,9 @@ def adaptive(cfg: Config, filt: ConceptFilter, bundle: Path, clean_test: dict, p
     """The white-box attack on classifier + filter (:mod:`conceptlens.runtime.adaptive`) on a seeded sample of
     ``monitor.adaptive.rows`` test images, per ε: of the inputs classified right when clean, the share it fools
     the classifier on and the share it fools classifier and filter on (the filter accepts); the filter's AUROC
-    (``ConceptFilter.score``) on its successful attacks against the correctly classified clean test rows, beside
-    non-adaptive PGD's at the same ε (``pgd``: the attack embeddings of test, when `attack` ran PGD)."""
+    (``ConceptFilter.score``) on its successful attacks against the correctly classified clean test rows; beside
+    them the same two numbers for non-adaptive PGD at the same ε (``pgd``: the attack embeddings of test, when
+    `attack` ran PGD at that ε)."""
     settings = cfg.monitor.adaptive
     rows = sample(load_input(cfg), ["test"], settings.rows, cfg.attack.seed)
     log(f"monitor: adaptive white-box attack on {rows.num_rows} test inputs at ε = "
@@ -200,10 +202,13 @@ def adaptive(cfg: Config, filt: ConceptFilter, bundle: Path, clean_test: dict, p
         out[f"eps{eps:g}"] = {"correct": int(mine.sum()), "success_vs_classifier": float(fooled.sum() / max(mine.sum(), 1)),
                               "success_vs_filter": float((fooled & accepted).sum() / max(mine.sum(), 1)),
                               "filter_auroc": against_clean(negatives, scores[fooled], cfg.monitor.fpr)["auroc"]}
-        if pgd is not None:
-            hits = successful_attacks(pgd) & (pgd["attack"] == "pgd") & (pgd["epsilon"] == eps)
-            out[f"eps{eps:g}"]["pgd_filter_auroc"] = against_clean(negatives, filt.score(take(pgd, hits)),
-                                                                   cfg.monitor.fpr)["auroc"]
+        plain = (pgd["attack"] == "pgd") & (pgd["epsilon"] == eps) if pgd is not None else None
+        if plain is not None and plain.any():
+            hits, tried = successful_attacks(pgd) & plain, plain & (pgd["clean_prediction"] == pgd["label_index"])
+            passed = hits & (filt.verdicts(pgd)["verdict"] == "accept")
+            out[f"eps{eps:g}"] |= {"pgd_success_vs_filter": float(passed.sum() / max(tried.sum(), 1)),
+                                   "pgd_filter_auroc": against_clean(negatives, filt.score(take(pgd, hits)),
+                                                                     cfg.monitor.fpr)["auroc"]}
     return out
 
 
@@ -314,7 +319,8 @@ def report(metrics: dict) -> str:
                  f"{a['accuracy']:.3f}; false alarms on test {f['test']:.1%} (target {f['target']:.1%}); MSP at the "
                  f"same FPR accepts {m['share']:.1%} with accuracy {m['accuracy']:.3f}")
     for eps, a in metrics.get("adaptive", {}).items():
-        pgd = f"; non-adaptive PGD {a['pgd_filter_auroc']:.3f}" if "pgd_filter_auroc" in a else ""
+        pgd = (f" (non-adaptive PGD: {a['pgd_success_vs_filter']:.0%}, AUROC {a['pgd_filter_auroc']:.3f})"
+               if "pgd_filter_auroc" in a else "")
         lines.append(f"adaptive white-box attack {eps.replace('eps', 'ε = ')}/255 on {a['correct']} correct test inputs: "
                      f"fools the classifier on {a['success_vs_classifier']:.0%}, classifier and filter on "
                      f"{a['success_vs_filter']:.0%}; filter AUROC on its successes {a['filter_auroc']:.3f}{pgd}")

@@ -105,6 +105,10 @@ def test_the_bundle_is_registered_and_loads_back(run):
     assert list(registered.verdicts(batch)["verdict"]) == list(local.verdicts(batch)["verdict"])
     assert set(registered.verdicts(batch, {"misclassified": 1.0, "adversarial": 1.0})["verdict"]) == {"accept"}
     assert all(len(reasons) == 3 and reasons[0]["text"] for reasons in local.explain(batch))
+    served = mlflow.pyfunc.load_model("models:/conceptlens-filter@champion").predict(
+        rows.select(["prediction", "logits", "features", "vlm_embedding"]).to_pandas())
+    assert served["verdict"].tolist() == list(local.verdicts(batch)["verdict"])
+    assert {"cluster", "distance", "close_enough"} <= set(served.columns)  # the failure modes travel too
 
 
 def test_an_adaptive_attack_is_run_and_reported_as_it_comes(run):
@@ -116,3 +120,4 @@ def test_an_adaptive_attack_is_run_and_reported_as_it_comes(run):
         assert a["correct"] > 30 and 0 <= a["success_vs_filter"] <= a["success_vs_classifier"] <= 1
     assert adaptive["eps8"]["success_vs_classifier"] > 0.9
     assert adaptive["eps8"]["filter_auroc"] < adaptive["eps8"]["pgd_filter_auroc"]
+    assert adaptive["eps8"]["success_vs_filter"] > adaptive["eps8"]["pgd_success_vs_filter"]

@@ -58,7 +58,8 @@ def filter_lines(section: dict) -> list[str]:
         lines.append(f"  PGD ε = 8/255 AUROC {section['pgd_eps8']:.3f}; unseen attacks: "
                      + ", ".join(f"{task} {value:.3f}" for task, value in section["unseen"].items()))
     for eps, a in (section["adaptive"] or {}).items():
+        pgd = f", non-adaptive PGD {a['pgd_success_vs_filter']:.0%}" if "pgd_success_vs_filter" in a else ""
         lines.append(f"  adaptive white-box attack {eps}: fools classifier + filter on {a['success_vs_filter']:.0%} of "
-                     f"{a['correct']} correct inputs (classifier alone {a['success_vs_classifier']:.0%}); filter AUROC "
-                     f"on its successful attacks {a['filter_auroc']:.3f}")
+                     f"{a['correct']} correct inputs (classifier alone {a['success_vs_classifier']:.0%}{pgd}); filter "
+                     f"AUROC on its successful attacks {a['filter_auroc']:.3f}")
     return lines

@@ -8,19 +8,23 @@ import numpy as np
 import pandas as pd
 
 from conceptlens.pipeline.registry import download, is_registry_uri
+from conceptlens.runtime.failure_modes import FailureModes
 from conceptlens.runtime.filter import ConceptFilter
 
 
 class FilterPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: ``predict`` takes rows with ``prediction``, ``logits``, ``features`` and
-    ``vlm_embedding`` (lists) and returns ``verdict`` and both scores."""
+    ``vlm_embedding`` (lists) and returns ``verdict`` and both scores, and, when the bundle carries failure
+    modes, the nearest one per row (``cluster``, -1 = none for the label; ``distance`` in radii;
+    ``close_enough``)."""
 
     def load_context(self, context) -> None:
         self.filter = ConceptFilter.load(context.artifacts["bundle"])
+        self.modes = FailureModes.load_optional(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         batch = {k: np.asarray(model_input[k].tolist()) for k in ("prediction", "logits", "features", "vlm_embedding")}
-        return pd.DataFrame(self.filter.verdicts(batch))
+        return pd.DataFrame(self.filter.verdicts(batch) | (self.modes.nearest(batch) if self.modes else {}))
 
 
 def fetch_bundle(uri: str, tracking_uri: str | None = None) -> Path:
