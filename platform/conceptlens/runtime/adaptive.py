@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from conceptlens.models.embedding import Embedder
-from conceptlens.runtime.attacks import _frozen_eval
+from conceptlens.runtime.attacks import _check_inputs, _frozen_eval
 from conceptlens.runtime.bundle import bundle_models
 from conceptlens.runtime.filter import HEADS, REFERENCES, SIGNALS, ConceptFilter
 
@@ -186,13 +186,7 @@ def adaptive_attack(classifier: torch.nn.Module, vlm: torch.nn.Module, filt: Con
     ``kappa``: how far past its boundary each term still pulls (logit units). Deterministic given ``seed``;
     the caller's global RNG, the models' train/eval mode and their parameters' ``requires_grad`` are left
     as they were."""
-    if not (math.isfinite(eps) and eps >= 0) or steps < 1:
-        raise ValueError(f"need a finite eps >= 0 and steps >= 1, got eps={eps}, steps={steps}")
-    if images.ndim != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(f"need images (N, C, H, W) and labels (N,), got {tuple(images.shape)} "
-                         f"and {tuple(labels.shape)}")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("images must lie in [0, 1]; normalisation belongs inside the model")
+    _check_inputs(images, labels, eps, steps)
     if eps == 0 or images.numel() == 0:
         return images.detach().clone()
     torch_filter = filt if isinstance(filt, TorchFilter) else TorchFilter(filt, device=images.device)

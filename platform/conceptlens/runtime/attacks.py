@@ -50,6 +50,17 @@ def _build(model: torch.nn.Module, attack: str, eps: float, steps: int, seed: in
     return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
 
 
+def _check_inputs(images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int) -> None:
+    """ValueError unless ``eps`` is finite and ≥ 0, ``steps`` ≥ 1, ``images`` (N, C, H, W) in [0, 1] and ``labels`` (N,)."""
+    if not (math.isfinite(eps) and eps >= 0) or steps < 1:
+        raise ValueError(f"need a finite eps >= 0 and steps >= 1, got eps={eps}, steps={steps}")
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"need images (N, C, H, W) and labels (N,), got {tuple(images.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("images must lie in [0, 1]; normalisation belongs inside the model")
+
+
 def attack_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: str,
                   eps: float, *, steps: int = 10, seed: int = 0) -> torch.Tensor:
     """Adversarial versions of ``images`` float (N, C, H, W) in [0, 1] against the true ``labels``
@@ -59,13 +70,7 @@ def attack_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     its parameters' ``requires_grad`` are left as they were."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
-    if not (math.isfinite(eps) and eps >= 0) or steps < 1:
-        raise ValueError(f"need a finite eps >= 0 and steps >= 1, got eps={eps}, steps={steps}")
-    if images.ndim != 4 or labels.shape != images.shape[:1]:
-        raise ValueError(f"need images (N, C, H, W) and labels (N,), got {tuple(images.shape)} "
-                         f"and {tuple(labels.shape)}")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("images must lie in [0, 1]; normalisation belongs inside the model")
+    _check_inputs(images, labels, eps, steps)
     if eps == 0 or images.numel() == 0:
         return images.detach().clone()
     devices = [images.device] if images.device.type == "cuda" else []
