@@ -68,14 +68,17 @@ def fit_baselines(calib: dict, cfg: Config) -> dict[str, Detector]:
     return {name: (cls(cfg.monitor.knn_k) if cls is KNN else cls()).fit(calib, wrong) for name, cls in BASELINES.items()}
 
 
-def fit_stacked(clean: dict, adversarial: dict | None, cfg: Config, *,
-                parts: dict[str, Detector] | None = None) -> dict[str, Stacked]:
-    """The supervised baseline, trained like the filter's heads: its detectors (``parts``, else fitted here) on the
-    first fold of calib (by source image), a logistic regression per head on the second, with the same labels
-    (misclassified; successful attacks)."""
-    fold = folds(sources(clean), cfg.monitor.seed)
-    parts = parts or fit_baselines(take(clean, fold == 0), cfg)
-    heads = take(clean, fold == 1)
+def stacked_parts(clean: dict, cfg: Config) -> dict[str, Detector]:
+    """The stacked baseline's detectors, fitted on the first fold of calib (by source image), as the filter's
+    references are."""
+    return fit_baselines(take(clean, folds(sources(clean), cfg.monitor.seed) == 0), cfg)
+
+
+def fit_stacked(clean: dict, adversarial: dict | None, cfg: Config, parts: dict[str, Detector]) -> dict[str, Stacked]:
+    """The supervised baseline, trained like the filter's heads: a logistic regression per head over its fitted
+    detectors (``parts``: :func:`stacked_parts`) on the second fold of calib, with the same labels (misclassified;
+    successful attacks)."""
+    heads = take(clean, folds(sources(clean), cfg.monitor.seed) == 1)
     out = {"misclassified": Stacked(parts).fit(heads, heads["prediction"] != heads["label_index"])}
     if adversarial is not None:
         hits = take(adversarial, (folds(sources(adversarial), cfg.monitor.seed) == 1) & successful_attacks(adversarial))
@@ -112,7 +115,8 @@ def against_clean(clean_scores: np.ndarray, attacked_scores: np.ndarray, fpr: fl
                              np.r_[np.zeros(len(clean_scores), bool), np.ones(len(attacked_scores), bool)], fpr)
 
 
-def unseen_attacks(filt: ConceptFilter, clean: dict, adversarial: dict, cfg: Config) -> list[dict]:
+def unseen_attacks(filt: ConceptFilter, clean: dict, adversarial: dict, cfg: Config,
+                   parts: dict[str, Detector]) -> list[dict]:
     """Heads and thresholds fitted without one attack family (then without one ε), tested on what was left out:
     the filter and the stacked baseline, their adversarial heads against the correctly classified clean test rows."""
     calib, test = adversarial["calib"], adversarial["test"]
@@ -121,7 +125,6 @@ def unseen_attacks(filt: ConceptFilter, clean: dict, adversarial: dict, cfg: Con
     rows, hit = [], successful_attacks(test)
     correct = clean["test"]["prediction"] == clean["test"]["label_index"]
     negatives = take(clean["test"], correct)
-    parts = fit_baselines(take(clean["calib"], folds(sources(clean["calib"]), cfg.monitor.seed) == 0), cfg)
     for column, value in held_out:
         seen = calib[column] != value
         if not seen.any() or seen.all():
@@ -129,7 +132,7 @@ def unseen_attacks(filt: ConceptFilter, clean: dict, adversarial: dict, cfg: Con
         task = f"unseen_{value}" if column == "attack" else f"unseen_eps{value:g}"
         refit = copy.deepcopy(filt).fit(clean["calib"], take(calib, seen), fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge,
                                         seed=cfg.monitor.seed)
-        stacked = fit_stacked(clean["calib"], take(calib, seen), cfg, parts=parts)["adversarial"]
+        stacked = fit_stacked(clean["calib"], take(calib, seen), cfg, parts)["adversarial"]
         left_out = take(test, (test[column] == value) & hit)
         for name, score in (("concept filter", lambda b: refit.score_all(b)["adversarial"]),
                             ("stacked", stacked.score)):
@@ -247,13 +250,14 @@ def monitor(cfg: Config) -> dict:
         s = {k: detector.score(v) for k, v in test_all.items()}
         scores[name] = {"clean_mis": s["clean"]} | (
             {"clean_adv": s["clean"], "adversarial": s["adversarial"]} if adversarial else {})
-    stacked = fit_stacked(clean["calib"], adversarial["calib"] if adversarial else None, cfg)
+    parts = stacked_parts(clean["calib"], cfg)
+    stacked = fit_stacked(clean["calib"], adversarial["calib"] if adversarial else None, cfg, parts)
     scores["stacked"] = {"clean_mis": stacked["misclassified"].score(clean["test"])} | (
         {"clean_adv": stacked["adversarial"].score(clean["test"]),
          "adversarial": stacked["adversarial"].score(adversarial["test"])} if adversarial else {})
     table = evaluate(scores, clean["test"], adversarial["test"] if adversarial else None, cfg.monitor.fpr)
     if adversarial:
-        table += unseen_attacks(filt, clean, adversarial, cfg)
+        table += unseen_attacks(filt, clean, adversarial, cfg, parts)
     pq.write_table(pa.Table.from_pylist(table), out / "evaluation.parquet")
 
     verdicts = filt.verdicts(clean["test"])["verdict"]
