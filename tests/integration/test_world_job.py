@@ -72,7 +72,7 @@ def test_the_run_is_tracked_in_mlflow(run_root, demo_done, demo_config):
     parent = parent[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     commands = [r.data.tags["command"] for r in children]
-    assert commands[:6] == ["world", "world", "embed", "analyze", "attack", "monitor"]  # then other tests' re-runs
+    assert commands[:8] == ["world", "world", "embed", "analyze", "attack", "rootcause", "explain", "monitor"]
     assert [r.info.run_name for r in children[:2]] == ["demo/world", "demo/world"]
 
     cfg = load_config([demo_config], [f"run.root={run_root}"])
