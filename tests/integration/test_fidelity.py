@@ -12,8 +12,8 @@ The runtime filter's goals (misclassification above every baseline, PGD 8/255, f
 its alerts (flagged errors named after their own failure mode) on the demo and the second set.
 
 Budget: the second set is the demo's size (its gaps and numbers are the README's), but reuses the demo's tiny
-CLIP, skips the VLM split, attacks 200 rows per split and leaves the adaptive attack to the README's measurement; the null world is smaller (3000 training images, 1000 + 1000 analysed) and
-reuses it too. A goal measured short of its bar is declared in SHORT with the measured value and runs as a
+CLIP, skips the VLM split, attacks 200 rows per split and leaves the adaptive attack to the README's
+measurement; the null world is smaller (3000 training images, 1000 + 1000 analysed) and reuses it too. A goal measured short of its bar is declared in SHORT with the measured value and runs as a
 strict xfail: it shows in every run, and the day it is met the xfail fails and must be removed.
 """
 import json
