@@ -7,7 +7,8 @@ machine; default: this run's ``monitor/bundle``) on ``serve.host:serve.port`` (1
 image the label, the verdict (accept / likely-misclassified / likely-adversarial), both scores and
 the concepts behind it; ``/classify`` the bare classifier; ``/healthz``; docs at ``/docs``. Set the
 bearer token in the environment variable ``serve.token_env`` (CONCEPTLENS_TOKEN) before starting;
-without it the endpoint is open. For a cluster, deploy serve/config.yaml (``serve deploy``) or
+without it serve refuses to start, unless ``serve.allow_anonymous=true`` (an open endpoint, with a
+warning). For a cluster, deploy serve/config.yaml (``serve deploy``) or
 infra/rayservice.yaml instead.
 """
 from __future__ import annotations
@@ -68,13 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"conceptlens serve: {problem}", file=sys.stderr)
         return 2
-    if not os.environ.get(s.token_env):
-        print(f"conceptlens serve: warning: {s.token_env} is not set, the endpoint accepts anyone", file=sys.stderr)
 
     from ray import serve
 
     from conceptlens.pipeline.raydata import init_ray
-    from conceptlens.serve.app import build_app
+    from conceptlens.serve.app import bearer_token, build_app
+
+    try:
+        bearer_token(s.token_env, s.allow_anonymous)  # fail closed before Ray starts (an open endpoint logs a warning)
+    except ValueError as err:
+        print(f"conceptlens serve: {err}", file=sys.stderr)
+        return 2
 
     init_ray(cfg.ray)
     serve.start(http_options={"host": s.host, "port": s.port})

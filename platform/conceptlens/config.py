@@ -159,7 +159,7 @@ class AttackConfig:
 
 @dataclass
 class AdaptiveConfig:
-    rows: int = 200  # test inputs attacked by the white-box attack on classifier + filter (a seeded sample); 0 = off
+    rows: int = 400  # test inputs attacked white-box on classifier + filter (a seeded sample, as `attack` draws); 0 = off
     epsilons: List[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # L-infinity budgets in 1/255 units
     steps: int = 20  # PGD iterations on the combined objective
     weight: float = 1.0  # the filter's term against the classifier's in the attack's objective
@@ -191,8 +191,11 @@ class ServeConfig:
     num_gpus: float = 0.0  # per model replica; 1 (or a fraction) on a GPU cluster
     max_request_bytes: int = 10 * 2**20  # larger bodies get 413
     max_image_pixels: int = 4096 * 4096  # width x height read from the header, before decoding; larger get 413
+    max_request_pixels: int = 64 * 1024 * 1024  # summed over a request's images, from their headers, before any decoding
     max_images: int = 64  # images per request
-    token_env: str = "CONCEPTLENS_TOKEN"  # env var holding the bearer token; unset = no auth (a warning is logged)
+    token_env: str = "CONCEPTLENS_TOKEN"  # env var holding the bearer token; unset or empty = refuse to start
+    allow_anonymous: bool = False  # true: without a token, serve anyone (a warning is logged)
+    health_interval_s: float = 5.0  # /healthz asks the model at most once per interval per ingress replica
     thresholds: Dict[str, float] = field(default_factory=dict)  # misclassified / adversarial; {} = the bundle's
     top_concepts: int = 3  # concepts named per answer
 

@@ -1,22 +1,30 @@
 """`conceptlens serve`'s application over real HTTP on 127.0.0.1, against a local Ray Serve.
 
-One Ray and one Serve for the module. The app from the demo's bundle folder answers like the
-Embedder + ConceptFilter run in this process, rejects bad input with 4xx JSON and keeps serving;
-then serve/config.yaml is deployed (bundle from the MLflow registry) and its thresholds changed
-in place, without a new replica; last, the registered filter is served from a copy of the MLflow
-store alone, the original run folder taken away. Batching is checked as plain functions and through the replica's
-batch counts (``_local_testing_mode`` cannot run ``@serve.batch``).
+One Ray and one Serve for the module, and one app: serve/config.yaml deployed as `serve deploy` does,
+the filter registered by the demo (models:/conceptlens-filter@champion). It answers like the
+Embedder + ConceptFilter run in this process, rejects bad input with 4xx JSON and keeps serving,
+keeps /healthz from calling the model more than once per interval and shows its docs without a token;
+and changes its thresholds in place when the config's user_config changes, without a new replica.
+Without a token the app refuses to start (checked without Ray; test_user_data serves an anonymous
+endpoint from a bundle folder). Last, the registered filter is served from a copy of the MLflow store
+alone, the original run folder taken away. Batching is checked as plain functions (the filter's
+answers, the Batcher's batches) and through the replica's batch counts.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import math
 import os
+import re
 import shutil
 import socket
 import struct
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,17 +108,19 @@ def url(run_root):
 
 
 @pytest.fixture(scope="module")
-def served(url, run_root, demo_config) -> str:
-    """The app of `conceptlens serve` on the bundle folder, one small model replica."""
-    from ray import serve
+def served_config(url, run_root, demo_config) -> dict:
+    """serve/config.yaml deployed once for the module as `serve deploy` does: the registered bundle
+    (models:/conceptlens-filter@champion), one small replica each, tight limits for the bad-input tests."""
+    config = serve_config(url, demo_config, [f"run.root={run_root}", "run.device=cpu"])
+    config["applications"][0]["args"]["serve"] |= {"max_request_bytes": 2**20, "max_image_pixels": 10**6,
+                                                   "max_request_pixels": 4 * 10**6, "max_images": 8}
+    deployment(config, "FilterModel")["user_config"]["batch_wait_timeout_s"] = 0.05
+    deploy(config)
+    return config
 
-    from conceptlens.config import load_config
-    from conceptlens.serve.app import build_app
 
-    cfg = load_config([demo_config], [f"run.root={run_root}", "run.device=cpu"])
-    cfg.serve = ServeConfig(min_replicas=1, max_replicas=1, num_cpus=0.5, max_request_bytes=2**20,
-                            max_image_pixels=10**6, max_images=8, batch_wait_timeout_s=0.05)
-    serve.run(build_app(cfg), name=APP, route_prefix="/")
+@pytest.fixture(scope="module")
+def served(served_config, url) -> str:
     return url
 
 
@@ -159,6 +169,38 @@ def test_batched_answers_equal_single_answers(reference):
         assert [c["text"] for c in a["concepts"]] == [c["text"] for c in b["concepts"]]
 
 
+def test_batcher_batches_what_arrives_while_the_model_runs():
+    """Plain asyncio, no Ray: the inputs that arrive while a batch runs make up the next batch (at most
+    max_size), not batches of their own; a model error reaches every caller of its batch, and the next runs."""
+    from conceptlens.serve.app import Batcher
+
+    sizes, running, release = [], threading.Event(), threading.Event()
+
+    def model(items: list) -> list:
+        sizes.append(len(items))
+        running.set()
+        release.wait(30)
+        if "bad" in items:
+            raise ValueError("bad input")
+        return [2 * i for i in items]
+
+    async def scenario() -> None:
+        batcher = Batcher(model, max_size=8, wait_s=0.01)
+        first = asyncio.gather(*(batcher(i) for i in range(4)))
+        await asyncio.to_thread(running.wait, 30)  # the first batch runs ...
+        later = asyncio.gather(*(batcher(i) for i in range(10)))  # ... while 10 more arrive
+        while len(batcher.waiting) < 10:
+            await asyncio.sleep(0)
+        release.set()
+        assert await first == [0, 2, 4, 6] and await later == [2 * i for i in range(10)]
+        failed = await asyncio.gather(batcher("bad"), batcher(1), return_exceptions=True)
+        assert [type(a) for a in failed] == [ValueError, ValueError]
+        assert await batcher(5) == 10
+
+    asyncio.run(scenario())
+    assert sizes == [4, 8, 2, 2, 1]
+
+
 def test_multipart_batch_agrees_with_in_process(served, images, reference):
     files = [("files", (name, data, "image/png")) for name, data in images[:4]]
     r = requests.post(f"{served}/predict", files=files, headers=AUTH, timeout=60)
@@ -167,6 +209,25 @@ def test_multipart_batch_agrees_with_in_process(served, images, reference):
     assert [a["name"] for a in answers] == [name for name, _ in images[:4]]
     assert_agrees(answers, reference, range(4))
     assert model_info()["batches"]["largest"] > 1  # the four images of the request shared a model call
+    assert all(("looks_like" in a) == (a["verdict"] != "accept") for a in answers)
+
+
+def test_a_flagged_answer_names_the_failure_mode_it_looks_like(run_root, reference):
+    """With every input flagged (thresholds 0), each answer carries the nearest failure mode of the bundle (the
+    demo's ran rootcause and explain first), in the served schema."""
+    from conceptlens.runtime.failure_modes import FailureModes
+    from conceptlens.serve.app import Prediction
+
+    modes = FailureModes.load_optional(run_root / "demo" / "monitor" / "bundle")
+    assert modes is not None
+    answers = judge(reference["filter"], reference["columns"], thresholds={"misclassified": 0.0, "adversarial": 0.0},
+                    modes=modes)
+    for answer in answers:
+        alert = Prediction(name="x", **answer).looks_like
+        assert alert is not None and alert.text.startswith(("looks like: ", "none close enough"))
+        assert alert.close_enough == alert.text.startswith("looks like: ")
+        if alert.close_enough:
+            assert alert.distance <= 1 and alert.cluster is not None
 
 
 def test_base64_json_agrees_with_in_process(served, images, reference):
@@ -180,12 +241,31 @@ def test_base64_json_agrees_with_in_process(served, images, reference):
     assert [a["label"] for a in r.json()["predictions"]] == reference["label"][4:6]
 
 
-def test_health_and_docs(served):
-    assert requests.get(f"{served}/healthz", timeout=30).json() == {"status": "ok"}
-    schema = requests.get(f"{served}/openapi.json", timeout=10).json()
+def test_docs_are_public_and_show_only_the_schema(served):
+    """The decision of serve/app.py (DOCS_URL): /docs and /openapi.json answer without a token and name
+    nothing of the bundle; /redoc is off."""
+    from conceptlens.serve.app import DOCS_URL, OPENAPI_URL
+
+    r = requests.get(f"{served}{OPENAPI_URL}", timeout=10)
+    assert r.status_code == 200
+    schema = r.json()
     assert set(schema["paths"]["/predict"]["post"]["requestBody"]["content"]) == {"multipart/form-data",
                                                                                   "application/json"}
-    assert requests.get(f"{served}/docs", timeout=10).status_code == 200
+    info = model_info()
+    assert not any(name in r.text for name in [*info["classes"], info["bundle"]])
+    assert requests.get(f"{served}{DOCS_URL}", timeout=10).status_code == 200
+    assert requests.get(f"{served}/redoc", timeout=10).status_code == 404
+
+
+def test_health_asks_the_model_at_most_once_per_interval(served):
+    """50 concurrent /healthz requests share one model probe (two when they straddle an interval's end)."""
+    interval = ServeConfig().health_interval_s
+    before, start = model_info()["health_checks"], time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: requests.get(f"{served}/healthz", timeout=30), range(50)))
+    elapsed = time.monotonic() - start
+    assert [(r.status_code, r.json()) for r in answers] == [(200, {"status": "ok"})] * 50
+    assert model_info()["health_checks"] - before <= 1 + math.ceil(elapsed / interval)
 
 
 def test_bearer_token(served, images):
@@ -196,11 +276,42 @@ def test_bearer_token(served, images):
         r = requests.post(f"{served}/predict", files=files, headers=headers, timeout=30)
         assert r.status_code == 401 and "token" in r.json()["error"]
         assert r.headers["www-authenticate"] == "Bearer"
-    authorize(None, None)  # no token configured: open (the replica logs a warning)
+    authorize(None, None)  # no token, which only serve.allow_anonymous allows: open
+
+
+def test_no_token_refuses_to_start_unless_anonymous_is_allowed(run_root, demo_config, monkeypatch, capsys):
+    """Fail closed, without Ray: `conceptlens serve`, build_app and the ingress's constructor (where a replica
+    runs, also for `serve deploy`) refuse an unset or empty token, naming the variable and the way out."""
+    from conceptlens.config import load_config
+    from conceptlens.jobs import serve as job
+    from conceptlens.serve.app import Ingress, build_app
+
+    env, why = "CONCEPTLENS_TEST_NO_TOKEN", r"CONCEPTLENS_TEST_NO_TOKEN .*serve\.allow_anonymous=true"
+    ingress = Ingress.func_or_class.__bases__[0]  # the class under Serve's ingress wrapper
+    cfg = load_config([demo_config], [f"run.root={run_root}", "run.device=cpu"])
+    for value in (None, ""):
+        if value is None:
+            monkeypatch.delenv(env, raising=False)
+        else:
+            monkeypatch.setenv(env, value)
+        cfg.serve = ServeConfig(token_env=env)
+        with pytest.raises(ValueError, match=why):
+            build_app(cfg)
+        with pytest.raises(ValueError, match=why):
+            ingress(None, {"token_env": env, "allow_anonymous": False})
+        capsys.readouterr()
+        assert job.main(["--config", demo_config, f"run.root={run_root}", f"serve.token_env={env}"]) == 2
+        assert re.search(why, capsys.readouterr().err)
+    cfg.serve = ServeConfig(token_env=env, allow_anonymous=True)
+    build_app(cfg)  # an open endpoint (test_user_data serves one), with a warning
+    assert ingress(None, {"token_env": env, "allow_anonymous": True}).token is None
 
 
 def test_bad_input_is_a_4xx_and_the_replica_keeps_serving(served, images):
+    """Each bad request gets its 4xx with a JSON error, and the next good one (brackets in a string of an extra
+    key, which the JSON depth check skips) its answer."""
     good, name = images[0][1], images[0][0]
+    deep = 100_000
     cases = {
         "oversized body": (413, {"files": [("files", ("big.png", b"\0" * (2**20 + 1)))]}),
         "not an image": (400, {"files": [("files", ("x.png", b"GIF89a? no, plain text"))]}),
@@ -213,14 +324,33 @@ def test_bad_input_is_a_4xx_and_the_replica_keeps_serving(served, images):
         "wrong field": (422, {"files": [("image", (name, good))]}),
         "too many images": (413, {"json": {"images": [b64(good)] * 9}}),
         "wrong content type": (415, {"data": good, "headers": {"Content-Type": "image/png"}}),
+        # 5 headers of 1000x1000 over 64 bytes each: over the 4e6 pixels of the request, so none is decoded ...
+        "request over its pixel budget": (413, {"json": {"images": [b64(png_header(1000, 1000))] * 5}}),
+        # ... while 4 are within it, are decoded, and fail as the truncated files they are
+        "within the budget, undecodable": (400, {"json": {"images": [b64(png_header(1000, 1000))] * 4}}),
+        "nested 100000 deep": (400, {"data": b"[" * deep + b"]" * deep,
+                                     "headers": {"Content-Type": "application/json"}}),
+        "nested under images": (400, {"data": b'{"images": ' + b"[" * deep + b"]" * deep + b"}",
+                                      "headers": {"Content-Type": "application/json"}}),
+        "huge number": (400, {"data": b'{"images": [], "n": ' + b"9" * 100_000 + b"}",
+                              "headers": {"Content-Type": "application/json"}}),
+        "NaN": (400, {"data": b'{"images": [NaN]}', "headers": {"Content-Type": "application/json"}}),
+        "array root": (400, {"json": [b64(good)]}),
+        "string root": (400, {"json": b64(good)}),
     }
+    messages = {"request over its pixel budget": "4000000 per request (serve.max_request_pixels)",
+                "within the budget, undecodable": "could not be decoded", "nested 100000 deep": "nested deeper than",
+                "nested under images": "nested deeper than", "huge number": "a number of 100000 characters",
+                "array root": "is an array, not an object", "string root": "is a string, not an object"}
+    again = {"images": [b64(good)], "note": 'brackets in a string: "[[[[[[[[[[{{{{{{{{{{\\"[[[[[[[[["'}
     for case, (status, kwargs) in cases.items():
         headers = AUTH | kwargs.pop("headers", {})
         r = requests.post(f"{served}/predict", headers=headers, timeout=30, **kwargs)
         assert r.status_code == status, (case, r.text)
         assert isinstance(r.json()["error"], str), case
-    r = requests.post(f"{served}/predict", files=[("files", (name, good))], headers=AUTH, timeout=30)
-    assert r.status_code == 200 and r.json()["predictions"][0]["verdict"]
+        assert messages.get(case, "") in r.json()["error"], (case, r.text)
+        r = requests.post(f"{served}/predict", json=again, headers=AUTH, timeout=30)
+        assert r.status_code == 200 and r.json()["predictions"][0]["verdict"], (case, r.text)
 
 
 def test_pixels_are_checked_before_decoding():
@@ -248,52 +378,51 @@ def test_config_files_agree():
         assert set(app.deployments[0].user_config) == set(USER_CONFIG_KEYS)
 
 
+def deployment(config: dict, name: str) -> dict:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
 def serve_config(url: str, demo_config: str, overrides: list[str]) -> dict:
-    """serve/config.yaml as `serve deploy` takes it, on the test's port, one small model replica."""
+    """serve/config.yaml as `serve deploy` takes it, on the test's port, one small replica of each deployment."""
     config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1])}
     app = config["applications"][0]
     app["args"]["config"] = [demo_config]
     app["args"]["overrides"] = overrides
-    model = next(d for d in app["deployments"] if d["name"] == "FilterModel")
-    model["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
-    model["ray_actor_options"]["num_cpus"] = 0.5
+    for name in ("FilterModel", "Ingress"):
+        deployment(config, name)["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
+    deployment(config, "FilterModel")["ray_actor_options"]["num_cpus"] = 0.5
     return config
 
 
 def deploy(config: dict) -> None:
-    """What `serve deploy` does (Serve takes config-file apps only once no app is deployed from Python)."""
-    from ray import serve
+    """What `serve deploy` does."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    apps = _get_global_client().get_serve_details().get("applications", {})
-    if APP in apps and not apps[APP].get("deployed_app_config"):  # the app deployed from Python
-        serve.delete(APP)
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
 
 
-def test_registry_bundle_and_thresholds_without_restart(served, url, images, run_root, demo_config):
-    """serve/config.yaml deployed as `serve deploy` does, the bundle from models:/conceptlens-filter@champion;
-    a new user_config changes the verdicts on the same replica."""
-    config = serve_config(url, demo_config, [f"run.root={run_root}", "run.device=cpu"])
-    model = next(d for d in config["applications"][0]["deployments"] if d["name"] == "FilterModel")
+def test_registry_bundle_and_thresholds_without_restart(served, served_config, images):
+    """The module's app serves models:/conceptlens-filter@champion; a new user_config of its
+    serve/config.yaml, deployed again, changes the verdicts on the same replica."""
+    model = deployment(served_config, "FilterModel")
 
     def verdicts(threshold: float) -> list[str]:
         model["user_config"]["thresholds"] = {"misclassified": threshold, "adversarial": threshold}
-        deploy(config)
+        deploy(served_config)
         deadline = time.time() + 60
         while model_info()["thresholds"]["adversarial"] != threshold:
             assert time.time() < deadline, "user_config not applied"
             time.sleep(0.5)
         body = {"images": [b64(data) for _, data in images]}
-        r = requests.post(f"{url}/predict", json=body, headers=AUTH, timeout=60)
+        r = requests.post(f"{served}/predict", json=body, headers=AUTH, timeout=60)
         assert r.status_code == 200, r.text
         return [a["verdict"] for a in r.json()["predictions"]]
 
-    assert verdicts(1.0) == ["accept"] * len(images)
     before = model_info()
     assert before["bundle"] == "models:/conceptlens-filter@champion"
+    assert verdicts(1.0) == ["accept"] * len(images)
     assert all(v != "accept" for v in verdicts(0.0))
     assert model_info()["replica"] == before["replica"]
 

@@ -54,6 +54,7 @@ def user(demo_run, tmp_path_factory) -> dict:
                 "model_config": str(home / "models" / "my-clip.json")},
         "embed": {"batch_size": 64, "shard_size": 200},
         "attack": {"attacks": ["fgsm"], "epsilons": [8], "rows_per_split": 30},
+        "monitor": {"adaptive": {"rows": 0}},
         "ray": {"num_cpus": 2, "object_store_mb": 256},
     }
     (home / "user.yaml").write_text(yaml.safe_dump(config))
@@ -142,7 +143,8 @@ def test_monitor_before_attack_detects_misclassification_only(before_attack):
 
 
 def test_the_endpoint_serves_a_misclassification_only_bundle(user, before_attack):
-    """Real HTTP against a local Ray Serve: verdicts and the misclassification score, no adversarial score."""
+    """Real HTTP against a local Ray Serve: verdicts and the misclassification score, no adversarial score; without
+    a token only because serve.allow_anonymous is set (an open endpoint, which answers a request without one)."""
     from ray import serve
 
     from conceptlens.config import ServeConfig, load_config
@@ -154,7 +156,7 @@ def test_the_endpoint_serves_a_misclassification_only_bundle(user, before_attack
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg.serve = ServeConfig(port=port, min_replicas=1, max_replicas=1, num_cpus=0.5,
-                            token_env="CONCEPTLENS_UNSET_TOKEN")  # no token: an open endpoint on loopback
+                            token_env="CONCEPTLENS_UNSET_TOKEN", allow_anonymous=True)  # open, on loopback
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_app(cfg), name="user", route_prefix="/")
@@ -174,13 +176,15 @@ def test_attack_then_monitor_add_adversarial_detection(user, before_attack):
     assert code == 0, out[-3000:]
     adversarial = pq.read_table(user["run"] / "attack" / "adversarial.parquet", columns=["split", "source_id"])
     assert set(adversarial["split"].to_pylist()) == {"calib", "test"} and adversarial.num_rows == 60
-    code, out = run(monitor.main, user["config"])
+    code, out = run(monitor.main, user["config"], "monitor.adaptive.rows=6", "monitor.adaptive.epsilons=[8]",
+                    "monitor.adaptive.steps=5")  # the white-box attack on the user's data too, in small
     assert code == 0, out[-3000:]
     assert "adversarial detection is off" not in out
     table = pq.read_table(user["run"] / "monitor" / "evaluation.parquet").to_pylist()
     assert {r["task"] for r in table} == {"misclassified", "fgsm_eps8"}
     metrics = json.loads((user["run"] / "monitor" / "metrics.json").read_text())
     assert metrics["heads"] == ["misclassified", "adversarial"] and "adversarial_detection" not in metrics
+    assert list(metrics["adaptive"]) == ["eps8"] and 0 < metrics["adaptive"]["eps8"]["correct"] <= 6
 
 
 def test_explain_describes_the_users_failures_without_rootcause(user, embedded):
