@@ -150,17 +150,18 @@ def in_process(cfg, images: list[bytes], rounds: int = 20) -> list[tuple[str, fl
     replica's models (no HTTP, no Ray)."""
     import torch
 
+    from conceptlens.models.embedding import Embedder
     from conceptlens.pipeline.tracking import tracking_uri
     from conceptlens.runtime.bundle import bundle_models
     from conceptlens.runtime.filter import ConceptFilter
     from conceptlens.runtime.registered import fetch_bundle
-    from conceptlens.serve.app import decode_upload, judge, serving_embedder
+    from conceptlens.serve.app import decode_upload, judge
 
     torch.set_num_threads(1)  # as in a replica with one CPU
     folder = fetch_bundle(cfg.serve.bundle or str(Path(cfg.run.root) / cfg.run.name / "monitor" / "bundle"),
                           tracking_uri(cfg))
     spec, size = bundle_models(folder)
-    embedder = serving_embedder(spec, "cpu")
+    embedder = Embedder(spec, "cpu")
     filt = ConceptFilter.load(folder)
     rows = []
     for batch in (1, 16):

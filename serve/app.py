@@ -65,7 +65,7 @@ from conceptlens.runtime.filter import HEADS, ConceptFilter
 from conceptlens.runtime.registered import fetch_bundle
 
 if TYPE_CHECKING:  # torch stays out of the ingress's imports
-    from conceptlens.models.embedding import Embedder, ModelSpec
+    from conceptlens.models.embedding import ModelSpec
 
 logger = logging.getLogger("ray.serve")
 
@@ -401,20 +401,6 @@ class Batcher:
                     future.set_result(answer)
 
 
-def serving_embedder(spec: "ModelSpec", device: str) -> "Embedder":
-    """The :class:`~conceptlens.models.embedding.Embedder` of ``spec`` with channels-last weights, the layout of
-    the input ``embed`` makes from ``(N, H, W, 3)`` images: on CPU its convolutions then cost about 35 % less
-    CPU at batch 1 and 10 % less at batch 16 (benchmarks/serve_load.py), with the same answers."""
-    import torch
-
-    from conceptlens.models.embedding import Embedder
-
-    embedder = Embedder(spec, device)
-    for net in (embedder.classifier, embedder.vlm):
-        net.to(memory_format=torch.channels_last)
-    return embedder
-
-
 @serve.deployment
 class FilterModel:
     """Classifier, VLM and runtime filter of one bundle; batched ``predict`` and ``classify`` take one
@@ -425,7 +411,9 @@ class FilterModel:
         self.filter = ConceptFilter.load(folder)
         self.modes = FailureModes.load_optional(folder)  # absent from bundles made before rootcause ran
         self.spec, self.image_size = bundle_models(folder)  # the models travel inside the bundle
-        self.embedder = serving_embedder(self.spec, device)
+        from conceptlens.models.embedding import Embedder  # torch only in the model replicas
+
+        self.embedder = Embedder(self.spec, device)
         self.bundle = bundle
         self.thresholds, self.top = {}, 3
         self.batches = {"calls": 0, "images": 0, "largest": 0}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = ["Detector", "MaxSoftmax", "Energy", "Mahalanobis", "RelativeMahalanobis", "KNN", "Stacked", "BASELINES",
@@ -118,7 +119,12 @@ def _precision(centred: np.ndarray, ridge: float) -> np.ndarray:
     rank-deficient features (D > N, dead units) stable."""
     cov = centred.T @ centred / len(centred)
     scale = max(float(np.trace(cov)) / cov.shape[0], 1e-12)
-    return np.linalg.pinv(cov + ridge * scale * np.eye(cov.shape[0]), hermitian=True)
+    regular = cov + ridge * scale * np.eye(cov.shape[0])
+    try:  # positive definite once ridged: Cholesky is ~20x faster than an eigendecomposition (pinv) at D = 512
+        inverse = cho_solve(cho_factor(regular, check_finite=False), np.eye(len(regular)), check_finite=False)
+        return (inverse + inverse.T) / 2
+    except LinAlgError:  # ridge 0 on rank-deficient features
+        return np.linalg.pinv(regular, hermitian=True)
 
 
 class Mahalanobis(Detector):
