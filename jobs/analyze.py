@@ -101,8 +101,9 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
     keep = set(cfg.analyze.splits)
     scores_path, faults_path = out / "scores.parquet", out / "faults.parquet"
     scores_writer = faults_writer = None
-    schema = pads.dataset(embeddings, format="parquet").schema
-    progress, absence_r = Progress("analyze: scored"), AbsenceCorrelation()
+    dataset = pads.dataset(embeddings, format="parquet")
+    schema = dataset.schema
+    progress, absence_r = Progress("analyze: scored", dataset.count_rows()), AbsenceCorrelation()
     for batch in map_parquet(str(embeddings), scorer, batch_size=cfg.analyze.batch_size, num_cpus=cfg.analyze.num_cpus):
         table = batch_to_table({k: v for k, v in batch.items() if k not in VECTOR_COLUMNS}, schema)
         scores_writer = scores_writer or pq.ParquetWriter(scores_path, table.schema)

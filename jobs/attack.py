@@ -83,20 +83,22 @@ def generate(cfg: Config, out: Path) -> pa.Table:
     log(f"attack: {rows.num_rows} inputs × {len(configs)} attacks ({', '.join(cfg.attack.attacks)} at "
         f"ε = {', '.join(f'{e:g}' for e in cfg.attack.epsilons)}/255)")
     init_ray(cfg.ray)
-    progress, tables = Progress("attack", rows.num_rows * len(configs)), []
+    tables: list[pa.Table] = []
     attacker = functools.partial(Attacker.for_spec, model_spec(cfg), configs, steps=cfg.attack.steps,
                                  seed=cfg.attack.seed, device=cfg.run.device)
-    for batch in map_images(rows, attacker, cfg.embed, batch_size=cfg.attack.batch_size,
-                            image_size=cfg.data.image_size):
-        names = [f"{i}-{a}-{e:g}" for i, a, e in zip(batch["id"], batch["attack"], batch["epsilon"])]
-        paths = [out / "images" / f"{a}-{e:g}" / f"{name}.png" for name, a, e in zip(names, batch["attack"], batch["epsilon"])]
-        for path, image in zip(paths, batch.pop("image")):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(path)
-        batch |= {"source_id": batch["id"], "id": np.array(names, dtype=object),
-                  "path": np.array([str(p.resolve()) for p in paths], dtype=object)}
-        tables.append(batch_to_table(batch, rows.schema))
-        progress.update(len(names))
+    with Progress("attack", rows.num_rows * len(configs)) as progress:  # speaks while a batch's attacks run, too
+        for batch in map_images(rows, attacker, cfg.embed, batch_size=cfg.attack.batch_size,
+                                image_size=cfg.data.image_size):
+            names = [f"{i}-{a}-{e:g}" for i, a, e in zip(batch["id"], batch["attack"], batch["epsilon"])]
+            paths = [out / "images" / f"{a}-{e:g}" / f"{name}.png"
+                     for name, a, e in zip(names, batch["attack"], batch["epsilon"])]
+            for path, image in zip(paths, batch.pop("image")):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(path)
+            batch |= {"source_id": batch["id"], "id": np.array(names, dtype=object),
+                      "path": np.array([str(p.resolve()) for p in paths], dtype=object)}
+            tables.append(batch_to_table(batch, rows.schema))
+            progress.update(len(names))
     table = pa.concat_tables(tables).replace_schema_metadata(
         {**(source.schema.metadata or {}), SETTINGS_KEY: json.dumps(wanted).encode()})
     write_atomic(table, manifest)  # last: marks the images complete

@@ -79,8 +79,9 @@ def embed_rows(cfg: Config, table: pa.Table, out: Path, what: str = "embed") -> 
         init_ray(cfg.ray)
         todo = pa.concat_tables([table.slice(a, b - a) for a, b in map(plan.rows, pending)])
         batches = embed_table(todo, spec, cfg.embed, image_size=cfg.data.image_size, device=cfg.run.device)
-        for shard, rows in plan.assemble(pending, _counted(batches, table.schema, progress)):
-            _write_shard(plan, rejects_dir, shard, rows)
+        with progress:  # a line every 10 s even while the model actors start
+            for shard, rows in plan.assemble(pending, _counted(batches, table.schema, progress)):
+                _write_shard(plan, rejects_dir, shard, rows)
     seconds, done = time.time() - progress.start, progress.done
     rows = pq.read_table(plan.folder, columns=["node_id"]).column("node_id")
     rejects = pads.dataset(rejects_dir, format="parquet").count_rows() if any(rejects_dir.glob("*.parquet")) else 0

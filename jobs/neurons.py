@@ -145,11 +145,12 @@ def repair(cfg: Config, head: torch.nn.Module, rows: dict, masks: dict, chosen: 
     """Each method's trained head and its predictions on the held-out rows (``base`` = the head as it is)."""
     r = cfg.neurons.repair
     f, y = rows["features"], rows["label_index"]
-    heads, history = {}, {}
-    for method in dict.fromkeys([r.loss, *r.baselines]):
+    heads, history, methods = {}, {}, list(dict.fromkeys([r.loss, *r.baselines]))
+    progress = Progress("neurons: repair", len(methods) * r.epochs, unit="epochs")
+    for method in methods:
         settings = RepairSettings(method, r.lam, r.gamma, r.focal_gamma, r.epochs, r.lr, r.batch_size, cfg.neurons.seed)
         done = train_head(head, (f[masks["train"]], y[masks["train"]]), (f[masks["val"]], y[masks["val"]]),
-                          neurons=chosen, num_classes=len(classes), settings=settings)
+                          neurons=chosen, num_classes=len(classes), settings=settings, progress=progress.update)
         heads[method], history[method] = done.head, {"epoch": done.epoch, "history": done.history}
         log(f"neurons: repair {method}: epoch {done.epoch} chosen on validation")
     held = torch.as_tensor(f[masks["held"]])
@@ -186,23 +187,25 @@ def visualise(cfg: Config, table: pa.Table, classes: list[str], out: Path) -> di
     settings = {k: getattr(v, k) for k in ("samples", "steps", "lr", "gamma", "eps", "ce_weight", "augmentations")}
     pool = EmbedConfig(actors=min(v.actors, len(wanted)), actor_num_cpus=v.actor_num_cpus,
                        num_gpus=cfg.embed.num_gpus, torch_threads=cfg.embed.torch_threads)
-    init_ray(cfg.ray)
     (out / "figures").mkdir(exist_ok=True)
-    progress, gains = Progress("neurons: CLIP-Illusion", len(wanted), every=10.0, unit="classes"), []
+    gains: list[dict] = []
     factory = functools.partial(Visualiser, model_spec(cfg), settings, cfg.run.device)
-    for batch in map_rows(items, factory, pool, batch_size=1):
-        for i, index in enumerate(batch["class_index"]):
-            rows = wanted[classes[index]]
-            n = len(rows)
-            plot_neuron_grid(out / "figures" / f"class_{classes[index]}.png",
-                             illusion=batch["illusion"][i][:n], baseline=batch["baseline"][i][:n],
-                             illusion_mask=batch["illusion_mask"][i][:n],
-                             labels=[short(r) for r in rows],
-                             title=f"{classes[index]}: the neurons its mistakes lack")
-            start = batch["start_activation"][i][:n]
-            gains.append({m: float(np.mean(batch[f"{m}_activation"][i][:n] - start)) for m in ("illusion", "baseline")}
-                         | {"kept_class": float(np.mean(batch["illusion_prediction"][i][:n] == index))})
-            progress.update(1)
+    with Progress("neurons: CLIP-Illusion", len(wanted), unit="classes") as progress:
+        init_ray(cfg.ray)
+        for batch in map_rows(items, factory, pool, batch_size=1):
+            for i, index in enumerate(batch["class_index"]):
+                rows = wanted[classes[index]]
+                n = len(rows)
+                plot_neuron_grid(out / "figures" / f"class_{classes[index]}.png",
+                                 illusion=batch["illusion"][i][:n], baseline=batch["baseline"][i][:n],
+                                 illusion_mask=batch["illusion_mask"][i][:n],
+                                 labels=[short(r) for r in rows],
+                                 title=f"{classes[index]}: the neurons its mistakes lack")
+                start = batch["start_activation"][i][:n]
+                gains.append({m: float(np.mean(batch[f"{m}_activation"][i][:n] - start))
+                              for m in ("illusion", "baseline")}
+                             | {"kept_class": float(np.mean(batch["illusion_prediction"][i][:n] == index))})
+                progress.update(1)
     return {k: float(np.mean([g[k] for g in gains])) for k in gains[0]}
 
 

@@ -121,10 +121,12 @@ def image_features(cfg: Config, names: list[str], rows: dict, all_rows: dict) ->
                                 autoencoder=autoencoder, device=cfg.run.device)
     found, unreadable = {name: {} for name in names}, []
     table = pa.table({"id": rows["id"], "path": rows["path"]})
-    for batch in map_images(table, factory, cfg.embed, batch_size=cfg.embed.batch_size, image_size=size):
-        unreadable += [i for i, error in zip(batch["id"].tolist(), batch["error"]) if error]
-        for name in names:
-            found[name].update(zip(batch["id"].tolist(), batch[f"rootcause_{name}"]))
+    with Progress(f"rootcause: image features ({', '.join(names)})", table.num_rows, unit="images") as progress:
+        for batch in map_images(table, factory, cfg.embed, batch_size=cfg.embed.batch_size, image_size=size):
+            unreadable += [i for i, error in zip(batch["id"].tolist(), batch["error"]) if error]
+            for name in names:
+                found[name].update(zip(batch["id"].tolist(), batch[f"rootcause_{name}"]))
+            progress.update(len(batch["id"]))
     if unreadable:  # embedded once, unreadable now (moved or damaged since): they stay, as blank images
         log(f"rootcause: warning: {len(unreadable)} failure images could not be read again (first: "
             f"{unreadable[0]}); their image features are those of a blank image")
@@ -137,10 +139,10 @@ def study(cfg: Config, name: str, rows: dict, all_rows: dict, concepts: dict | N
     cfg_rc = cfg.rootcause
     features = features_of(cfg, rows, all_rows, concepts)
     pipelines = check_settings(cfg)
-    progress = Progress(f"rootcause: {name}", total=len(pipelines), unit="pipelines")
-    results = run_grid(features, pipelines, components=cfg_rc.components, fit_rows=cfg_rc.fit_rows,
-                       max_clusters=cfg_rc.max_clusters, seed=cfg_rc.seed, num_cpus=cfg_rc.num_cpus,
-                       progress=lambda result, done, total: progress.update(1))
+    with Progress(f"rootcause: {name}", total=len(pipelines), unit="pipelines") as progress:
+        results = run_grid(features, pipelines, components=cfg_rc.components, fit_rows=cfg_rc.fit_rows,
+                           max_clusters=cfg_rc.max_clusters, seed=cfg_rc.seed, num_cpus=cfg_rc.num_cpus,
+                           progress=lambda result, done, total: progress.update(1))
     chosen = choose(results, cfg_rc.pipeline)
     log(f"rootcause: {name}: chosen {chosen.pipeline.name} (index {chosen.clustering.index:.3f}, "
         f"{chosen.clustering.clusters} clusters, noise {chosen.clustering.noise_share:.0%})")

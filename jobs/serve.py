@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray import serve
 
     from conceptlens.pipeline.raydata import init_ray
+    from conceptlens.pipeline.runs import Progress
     from conceptlens.serve.app import bearer_token, build_app
 
     try:
@@ -81,12 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conceptlens serve: {err}", file=sys.stderr)
         return 2
 
-    init_ray(cfg.ray)
-    serve.start(http_options={"host": s.host, "port": s.port})
+    starting = Progress(f"serve: starting Ray Serve and the replicas of {bundle}")  # a line every 10 s until up
+    with starting:
+        init_ray(cfg.ray)
+        serve.start(http_options={"host": s.host, "port": s.port})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly under a process manager too
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where the shell started us ignoring it
     try:
-        serve.run(build_app(cfg), name="conceptlens", route_prefix="/")
+        with starting:
+            serve.run(build_app(cfg), name="conceptlens", route_prefix="/")
         print(usage(cfg), flush=True)
         while True:
             time.sleep(3600)

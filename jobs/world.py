@@ -32,7 +32,7 @@ def build(cfg: Config) -> dict:
     classifier = ensure_classifier(cfg, world, device, log)
     vlm = ensure_vlm(cfg, world, device, log)
     log("evaluating on the test split")
-    metrics = evaluate_models(cfg, world, classifier, vlm, device)
+    metrics = evaluate_models(cfg, world, classifier, vlm, device, log=log)
     pq.write_table(read_manifest(world), out / "manifest.parquet")
     (out / "models.json").write_text(json.dumps(
         {"world": str(world.resolve()), "classifier": str(Path(classifier).resolve()),

@@ -159,7 +159,7 @@ def test_autoencoder_trains_saves_and_reloads_as_an_extractor(tmp_path):
     cfg = AutoencoderConfig(bottleneck=16, train=TrainConfig(epochs=1, batch_size=16, lr=5e-3))
     lines = []
     model, info = train_autoencoder(images, cfg, device="cpu", seed=0, log=lines.append)
-    assert info["epochs"] == 1 and lines[0].startswith("autoencoder epoch 1/1")
+    assert info["epochs"] == 1 and lines[-1].startswith("autoencoder: epoch 1/1, loss ")
     x = images.permute(0, 3, 1, 2).float() / 255
     torch.manual_seed(0)
     untrained = ConvAutoencoder(48, 16).eval()

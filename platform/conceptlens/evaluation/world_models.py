@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from conceptlens.config import Config
 from conceptlens.models import build_classifier, build_vlm
+from conceptlens.pipeline.runs import Progress
 from conceptlens.recipes.conceptworld import scenarios_of
 from conceptlens.recipes.data import load_images
 from conceptlens.recipes.train_classifier import predict
@@ -75,14 +77,15 @@ def slice_accuracies(correct: np.ndarray, scenarios: np.ndarray, names: list[str
 
 @torch.no_grad()
 def evaluate_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray], *,
-                  device: torch.device) -> dict:
+                  device: torch.device, progress: Callable[[int], None] | None = None) -> dict:
     """Zero-shot class accuracy and per-attribute-value retrieval AUROC.
 
     Retrieval scores an image for a value by the softmax over its group's prompts
     ("a photo of an object on water" vs "... on grass", ...), which lifts the worst values
-    over raw cosine. ``class_prompt_max_cosine`` near 1 warns that class words collapsed.
+    over raw cosine. ``class_prompt_max_cosine`` near 1 warns that class words collapsed. ``progress`` gets the
+    size of each batch of images embedded.
     """
-    emb = embed_images(vlm, images, device=device)
+    emb = embed_images(vlm, images, device=device, progress=progress)
     class_text = vlm.encode_texts([caption(c, {}, set()) for c in CLASSES]).cpu()
     zero_shot = (emb @ class_text.T).argmax(1).numpy() == np.asarray(labels)
     sim = class_text @ class_text.T
@@ -100,18 +103,21 @@ def evaluate_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dic
 
 
 def evaluate_models(cfg: Config, world: Path, classifier: Path, vlm: Path | str | None,
-                    device: torch.device, split: str = "test") -> dict:
+                    device: torch.device, split: str = "test", log: Callable[[str], None] | None = None) -> dict:
     """How the world's models do on ``split``: the classifier per planted slice, the VLM per attribute,
-    and ``checks`` (each planted slice's gap, the VLM's zero-shot accuracy and planted-attribute retrieval)."""
+    and ``checks`` (each planted slice's gap, the VLM's zero-shot accuracy and planted-attribute retrieval).
+    Progress lines go to ``log`` (default: :func:`conceptlens.pipeline.runs.log`)."""
     data = split_arrays(read_manifest(world), split)
     images = load_images(data["paths"])
     clf = build_classifier(cfg.classifier.arch, num_classes=cfg.classifier.num_classes,
                            head=cfg.classifier.head, checkpoint=str(classifier))
-    pred, _ = predict(clf, images, device=device)
+    pred, _ = predict(clf, images, device=device,
+                      progress=Progress(f"classifier on {split}", len(images), unit="images", log=log).update)
     scenarios = scenarios_of(cfg)
     classifier_metrics = slice_accuracies(pred == data["labels"], data["scenarios"], [s.name for s in scenarios])
     model = build_vlm(cfg.vlm.arch, pretrained=str(vlm) if vlm else None, model_config=cfg.vlm.model_config)
-    vlm_metrics = evaluate_clip(model, images, data["labels"], data["attributes"], device=device)
+    vlm_metrics = evaluate_clip(model, images, data["labels"], data["attributes"], device=device,
+                                progress=Progress(f"VLM on {split}", len(images), unit="images", log=log).update)
     planted = sorted({s.attribute.replace("=", "_") for s in scenarios})
     # a world without scenarios (a null world) has nothing planted to see: both checks hold vacuously
     vlm_metrics["planted_attribute_auroc_min"] = min((vlm_metrics["attribute_auroc"][a] for a in planted),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -87,9 +88,11 @@ def _accuracies(head: nn.Module, f: torch.Tensor, y: torch.Tensor) -> tuple[floa
 
 
 def train_head(head: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
-               neurons: dict[int, list[int]], num_classes: int, settings: RepairSettings = RepairSettings()) -> Repair:
+               neurons: dict[int, list[int]], num_classes: int, settings: RepairSettings = RepairSettings(),
+               progress: Callable[[int], None] | None = None) -> Repair:
     """Train a copy of ``head`` on ``train`` = (features float32 (N, D), labels int (N,)) with ``settings.loss``
-    and keep the epoch best on ``val``. ``neurons``: class index -> neurons whose reliance ``retain`` removes."""
+    and keep the epoch best on ``val``. ``neurons``: class index -> neurons whose reliance ``retain`` removes.
+    ``progress`` gets 1 after each epoch."""
     s = settings
     if s.loss not in LOSSES:
         raise ValueError(f"unknown repair loss {s.loss!r}; choose one of {LOSSES}")
@@ -123,4 +126,6 @@ def train_head(head: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple
         history.append({"epoch": epoch, "val_accuracy": key[0], "val_worst_class": key[1]})
         if key > best_key:
             best, best_key, best_epoch = copy.deepcopy(model), key, epoch
+        if progress is not None:
+            progress(1)
     return Repair(best.eval(), best_epoch, history)

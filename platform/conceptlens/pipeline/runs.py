@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from conceptlens.config import Config, RunConfig
 from conceptlens.models.embedding import ModelSpec
@@ -161,23 +162,93 @@ def log(msg: str) -> None:
 
 
 class Progress:
-    """Periodic ``done/total <unit> (rate, time left)`` lines: at most one every ``every`` seconds, and one at the
-    end."""
+    """Periodic ``done/total <unit> (rate, time left)`` lines through ``log`` (default: :func:`log`): at most one
+    every ``every`` seconds, one when ``total`` is reached, and one for each ``update(..., note=...)`` (an epoch's
+    loss). As a context manager it also speaks while nothing is counted, from a background thread (work that
+    reports only when a large piece is done: a Ray job's first batch, a deployment), and ends with the final
+    line (:meth:`finish`). ``clock``: the time source in seconds (tests pass their own)."""
 
-    def __init__(self, what: str, total: int | None = None, every: float = 10.0, unit: str = "rows"):
-        self.what, self.total, self.every, self.unit = what, total, every, unit
-        self.done, self.start, self.last = 0, time.time(), time.time()
+    def __init__(self, what: str, total: int | None = None, every: float = 10.0, unit: str = "rows",
+                 log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time):
+        self.what, self.total, self.every, self.unit, self.say, self.clock = what, total, every, unit, log, clock
+        self.done, self.shown, self.start = 0, 0, clock()
+        self.last = self.start
+        self._lock, self._stop = threading.Lock(), threading.Event()
 
     @property
     def rate(self) -> float:
-        return self.done / max(time.time() - self.start, 1e-9)
+        return self.done / max(self.clock() - self.start, 1e-9)
 
-    def update(self, rows: int) -> None:
-        self.done += rows
-        finished = self.total is not None and self.done >= self.total
-        if finished or time.time() - self.last >= self.every:
-            self.last = time.time()
-            of = f"/{self.total}" if self.total is not None else ""
-            left = f", ~{(self.total - self.done) / self.rate:.0f} s left" if self.total and not finished and \
-                self.rate > 0 else ""
-            log(f"{self.what}: {self.done}{of} {self.unit} ({self.rate:.1f} {self.unit}/s{left})")
+    @property
+    def left(self) -> float | None:
+        """Seconds left at the rate so far; None while it cannot be told (no total, nothing done, or finished)."""
+        if not self.total or not self.done or self.done >= self.total:
+            return None
+        return (self.total - self.done) / self.rate
+
+    def update(self, rows: int = 0, note: str | None = None) -> None:
+        """Count ``rows`` more; a line when ``every`` seconds passed since the last one, when ``total`` is reached
+        (once), or when a ``note`` is given (it leads the line)."""
+        with self._lock:
+            self.done += rows
+            reached = self.total is not None and self.done >= self.total and self.shown < self.done
+            if reached or note is not None or self.clock() - self.last >= self.every:
+                self._emit(note)
+
+    def tick(self) -> None:
+        """A line if none came for ``every`` seconds (the background thread's call)."""
+        with self._lock:
+            if self.clock() - self.last >= self.every:
+                self._emit(None)
+
+    def finish(self, note: str | None = None) -> None:
+        """The final line, unless the last line already showed every count (or ``note`` asks for one)."""
+        with self._lock:
+            if self.done != self.shown or note is not None:
+                self._emit(note)
+
+    def line(self, note: str | None = None) -> str:
+        """``<what>: [<note>; ]<done>[/<total>] <unit> (<rate> <unit>/s[, ~<time> left])``; before anything is
+        counted, ``(<time> so far)`` after ``0/<total> <unit>``, or after ``<what>`` alone when there is no total."""
+        lead = f"{note}; " if note else ""
+        if not self.done:
+            so_far = f"({_duration(self.clock() - self.start)} so far)"
+            if self.total is None:
+                return f"{self.what}{': ' + note if note else ''} {so_far}"
+            return f"{self.what}: {lead}0/{self.total} {self.unit} {so_far}"
+        rate, left = self.rate, self.left
+        pace = f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"{rate:.2g} {self.unit}/s"
+        pace += f", ~{_duration(left)} left" if left is not None else ""
+        of = f"/{self.total}" if self.total is not None else ""
+        return f"{self.what}: {lead}{self.done}{of} {self.unit} ({pace})"
+
+    def _emit(self, note: str | None) -> None:
+        self.last, self.shown = self.clock(), self.done
+        (self.say or log)(self.line(note))
+
+    def __enter__(self) -> "Progress":
+        def beat():
+            while not self._stop.wait(min(self.every, 1.0)):
+                self.tick()
+
+        self._stop.clear()
+        self._thread = threading.Thread(target=beat, name=f"progress: {self.what}", daemon=True)
+        if self.every > 0:  # every=0 prints at each update already
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if kind is None:
+            self.finish()
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``2.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -18,6 +18,7 @@ import torch
 
 from conceptlens.config import Config, config_hash, world_key
 from conceptlens.models import build_classifier, build_vlm, save_classifier, save_vlm
+from conceptlens.pipeline.runs import Progress
 from conceptlens.recipes.data import load_images
 from conceptlens.recipes.head_fault import encoder_features, plant_head_fault
 from conceptlens.recipes.train_classifier import train_classifier
@@ -43,14 +44,10 @@ def ensure_world(cfg: Config, log: Log = print) -> Path:
         return root
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    step = max(sum(cfg.world.splits.values()) // 10, 1)
-
-    def progress(done: int, total: int) -> None:
-        if done % step < 500 or done == total:
-            log(f"world: {done}/{total} images")
-
+    drawn = Progress("world: drawn", sum(cfg.world.splits.values()), unit="images", log=log)
     generate_world(tmp, seed=cfg.world.seed, image_size=cfg.world.image_size, split_sizes=dict(cfg.world.splits),
-                   scenarios=scenarios_of(cfg), workers=cfg.run.workers or None, progress=progress)
+                   scenarios=scenarios_of(cfg), workers=cfg.run.workers or None,
+                   progress=lambda done, total: drawn.update(done - drawn.done))
     try:
         tmp.rename(root)
     except OSError:  # another process finished the same world first: use theirs
@@ -91,7 +88,8 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
                                 device=device, seed=cfg.world.seed, log=log)
         faults = [s for s in scenarios_of(cfg) if s.kind == "head_fault"]
         if faults:
-            features = encoder_features(clf, images, device=device)
+            features = encoder_features(clf, images, device=device, progress=Progress(
+                "classifier: encoder features for the head faults", len(images), unit="images", log=log).update)
             info["head_faults"] = {s.name: plant_head_fault(clf, features, data["labels"], data["attributes"], s, log)
                                    for s in faults}
         save_classifier(clf.cpu(), tmp)

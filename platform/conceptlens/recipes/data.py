@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,3 +30,12 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
     """Index tensors covering ``range(n)`` in batches, shuffled when a generator is given."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     return order.split(batch_size)
+
+
+def counted(batches: Iterable[torch.Tensor], progress: Callable[[int], None] | None) -> Iterator[torch.Tensor]:
+    """``batches`` (index tensors), each one's size passed to ``progress`` once the caller is done with it (when
+    it asks for the next); ``progress=None``: ``batches`` as they are."""
+    for idx in batches:
+        yield idx
+        if progress is not None:
+            progress(len(idx))

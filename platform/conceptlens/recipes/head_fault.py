@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conceptlens.recipes.data import minibatches, to_float
+from conceptlens.recipes.data import counted, minibatches, to_float
 from conceptlens.world import CLASSES, GROUPS, Scenario
 
 SHRINKAGE = 0.01  # ridge on the pooled covariance, relative to its mean variance
@@ -39,10 +39,12 @@ DOUBLINGS, HALVINGS = 40, 60  # lam's search: up to 2^40, then bisection to 2^-6
 
 @torch.no_grad()
 def encoder_features(clf: nn.Module, images: torch.Tensor, *, device: torch.device | str,
-                     batch_size: int = 256) -> torch.Tensor:
-    """``clf.features`` of ``uint8 (N, 3, H, W)`` images: ``float32 (N, D)`` on ``device``."""
+                     batch_size: int = 256, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """``clf.features`` of ``uint8 (N, 3, H, W)`` images: ``float32 (N, D)`` on ``device``; ``progress`` gets each
+    batch's size when it is done."""
     clf.to(device).eval()
-    return torch.cat([clf.features(to_float(images[idx], device)) for idx in minibatches(len(images), batch_size)])
+    return torch.cat([clf.features(to_float(images[idx], device))
+                      for idx in counted(minibatches(len(images), batch_size), progress)])
 
 
 def fault_direction(features: torch.Tensor, slice_rows: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:

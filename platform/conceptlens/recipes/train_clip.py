@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from conceptlens.config import TrainConfig, VLMConfig
-from conceptlens.recipes.data import minibatches, to_float
+from conceptlens.pipeline.runs import Progress
+from conceptlens.recipes.data import counted, minibatches, to_float
 from conceptlens.world.vocabulary import ATTRIBUTE_GROUPS, CLASSES, caption
 
 Log = Callable[[str], None]
@@ -56,22 +57,26 @@ def _supervised(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torc
 
 def _loop(name: str, n: int, tc: TrainConfig, params, step: Callable[[torch.Tensor], torch.Tensor],
           seed: int, log: Log) -> dict:
-    """AdamW + one-cycle over shuffled minibatches of ``range(n)``; ``step(idx)`` returns the loss."""
+    """AdamW + one-cycle over shuffled minibatches of ``range(n)``; ``step(idx)`` returns the loss. Says how far it
+    is every 10 s and at each epoch's end (with its mean loss and the time left)."""
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * -(-n // tc.batch_size),
                                                 pct_start=0.15)
     gen, start, epoch = torch.Generator().manual_seed(seed), time.time(), 0
+    progress = Progress(name, tc.epochs * n, unit="samples", log=log)
     for epoch in range(1, tc.epochs + 1):
         total = 0.0
-        for idx in minibatches(n, tc.batch_size, gen):
+        batches = minibatches(n, tc.batch_size, gen)
+        for i, idx in enumerate(batches, 1):
             loss = step(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
+            progress.update(len(idx), note=f"epoch {epoch}/{tc.epochs}, loss {total / n:.3f}"
+                            if i == len(batches) else None)
         elapsed = time.time() - start
-        log(f"{name} epoch {epoch}/{tc.epochs}: loss {total / n:.3f} ({n * epoch / elapsed:.0f} samples/s)")
         if elapsed > tc.max_minutes * 60 and epoch < tc.epochs:
             log(f"{name}: stopping after {epoch} epochs, over max_minutes={tc.max_minutes}")
             break
@@ -140,14 +145,17 @@ def train_clip(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[s
     each attribute group, the value index of every image ``(N,)``.
     """
     vision = pretrain_vision(vlm, images, labels, attributes, cfg.pretrain, device=device, seed=seed, log=log)
-    embeddings = embed_images(vlm, images, device=device)
+    embeddings = embed_images(vlm, images, device=device, progress=Progress(
+        "tiny CLIP: image embeddings for the text alignment", len(images), unit="images", log=log).update)
     text = align_text(vlm, embeddings, labels, attributes, cfg, device=device, seed=seed, log=log)
     return {"pretrain": vision, "align": text}
 
 
 @torch.no_grad()
-def embed_images(vlm, images: torch.Tensor, *, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """L2-normalised image embeddings ``float32 (N, E)`` on the CPU."""
+def embed_images(vlm, images: torch.Tensor, *, device: torch.device, batch_size: int = 512,
+                 progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """L2-normalised image embeddings ``float32 (N, E)`` on the CPU; ``progress`` gets each batch's size when it
+    is done."""
     vlm.to(device).eval()
     return torch.cat([vlm.encode_images(to_float(images[idx], device)).cpu()
-                      for idx in minibatches(len(images), batch_size)])
+                      for idx in counted(minibatches(len(images), batch_size), progress)])
