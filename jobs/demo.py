@@ -5,10 +5,11 @@ embed the held-out splits (`embed`), heatmaps and fault localisation (`analyze`)
 inputs (`attack`), cluster the failures into root causes (`rootcause`), describe each in validated sentences
 (`explain`), calibrate and evaluate the runtime filter, whose alerts name those failure modes, attack it
 white-box, and register it (`monitor`), find the neurons
-behind each class's mistakes and repair the head (`neurons`), then score every diagnosis against the world's truth (`evaluate`).
-Runs under ``runs/demo/`` unless ``run.name`` says
-otherwise; every step is a child of the run's pipeline run in the MLflow store shared by all runs
-under ``run.root`` (``runs/mlflow.db``).
+behind each class's mistakes and repair the head (`neurons`), score every diagnosis against the world's truth
+(`evaluate`), and last write the run's HTML report (`report`: ``<run>/report/index.html``, one self-contained
+page). The demo's last output line is ``report: <absolute path of that page>``.
+Runs under ``runs/demo/`` unless ``run.name`` says otherwise; every step is a child of the run's pipeline run
+in the MLflow store shared by all runs under ``run.root`` (``runs/mlflow.db``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Sequence
 
 from conceptlens.cli import ChecksFailed, parse_config, report_failure
 from conceptlens.evaluation.world_models import GAP_CHECK
-from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor, neurons, rootcause, world
+from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor, neurons, report, rootcause, world
 from conceptlens.pipeline.tracking import tracking_uri, ui_command
 
 
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     filter_metrics = monitor.run(cfg)  # after rootcause and explain: its alerts name their failure modes
     repaired = neurons.run(cfg)
     scorecard = evaluate.run(cfg)
+    page = report.run(cfg)
     run = Path(cfg.run.root) / cfg.run.name
     print("\n=== ConceptLens demo ===")
     print(world.summary(world_metrics))
@@ -57,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in sorted(run.glob("*/*")):
         print(f"  {path}")
     print(f"MLflow (run '{cfg.run.name}' and its steps): {ui_command(tracking_uri(cfg))}")
+    print(f"report: {page['path']}")  # the last line: where to look
     excused = {GAP_CHECK} if cfg.world.allow_unplanted else set()
     return 0 if all(ok for name, ok in world_metrics["checks"].items() if name not in excused) else 1
 

@@ -1,0 +1,81 @@
+"""The scorecard as plain rows for a page (the HTML report renders them without knowing the truth's words):
+the goals met or not, each with its value and target as text, and the world's planted scenarios."""
+from __future__ import annotations
+
+from conceptlens.evaluation.neurons import MAX_OVERALL_COST
+
+# goal-name prefix -> (area, how the goal reads; {0}, {1}: the dotted parts after the prefix)
+PHRASES = {
+    "blamed_precision": ("semantic", "precision of the blamed concepts (significant cells that are true causes)"),
+    "blamed_recall": ("semantic", "recall of the blamed concepts (true causes found)"),
+    "top_blamed_is_a_true_cause": ("semantic", "share of classes whose top blamed concept is a true cause"),
+    "planted_first": ("semantic", "{0}: its concept blamed first for {1}"),
+    "localised": ("localisation", "{0}: errors blamed on the right part (encoder or head)"),
+    "rootcause_purity": ("root causes", "purity of the failure clusters"),
+    "rootcause_coverage": ("root causes", "planted scenarios covered by a cluster"),
+    "rare_own_cluster": ("root causes", "{0}: a cluster of its own"),
+    "sentence_first": ("sentences", "{0}: named by the sentence shown (rank)"),
+    "no_distractor_shown": ("sentences", "distractor sentences shown as failure modes"),
+    "neuron_named": ("neurons", "{0}: the top neuron of {1} is named after the planted concept"),
+    "repair_slice": ("neurons", "{0}: the repaired head lifts the slice (points of accuracy)"),
+    "filter_misclassified": ("runtime filter", "AUROC on misclassified inputs"),
+    "filter_above_baselines": ("runtime filter", "AUROC above the best baseline"),
+    "filter_pgd_eps8": ("runtime filter", "AUROC on PGD, ε = 8/255"),
+    "filter_false_alarms": ("runtime filter", "false alarms on test: points from the target"),
+    "filter_unseen": ("runtime filter", "AUROC on an unseen attack: {0}"),
+}
+
+
+def _text(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def goal_row(name: str, goal: dict) -> dict:
+    """One goal as ``{"area", "goal", "value", "target", "met", "note"}`` (text cells)."""
+    prefix, *parts = name.split(".")
+    area, phrase = PHRASES.get(prefix, ("other", name))
+    parts += [""] * 2
+    row = {"area": area, "goal": phrase.format(*parts), "value": _text(goal.get("value")),
+           "target": f"≥ {_text(goal.get('target'))}", "met": bool(goal.get("met")), "note": ""}
+    if prefix in ("planted_first", "sentence_first"):
+        row["target"] = "rank 1"
+        row["value"] = "not found" if goal.get("value") is None else f"rank {goal['value']}"
+    elif prefix in ("rare_own_cluster", "neuron_named"):
+        row["target"] = _text(goal.get("target"))
+    elif prefix == "no_distractor_shown":
+        row["target"] = "0"
+    elif prefix == "filter_false_alarms":
+        row["target"] = f"within ±{_text(goal.get('target'))}"
+        row["value"] = "–" if goal.get("value") is None else f"{goal['value']:+.2f}"
+    elif prefix == "repair_slice" and goal.get("value") is not None:
+        row["value"] = f"{100 * goal['value']:+.1f}"
+        row["target"] = f"≥ +{100 * goal['target']:.0f}"
+        row["note"] = (f"overall {100 * goal.get('overall_change', 0):+.1f} points (at most −{100 * MAX_OVERALL_COST:.0f} "
+                       f"allowed)" + (f"; worse: {', '.join(goal['harmed'])}" if goal.get("harmed") else ""))
+    elif prefix == "filter_above_baselines" and goal.get("best"):
+        row["note"] = f"best baseline: {goal['best']}"
+    return row
+
+
+def scorecard_summary(card: dict) -> dict:
+    """``{"run", "met", "total", "goals": [goal rows], "tables": [{"title", "columns", "rows"}], "absent": [text]}``
+    from ``evaluate``'s ``scorecard.json``: everything as text, ready to render."""
+    goals = [goal_row(name, g) for name, g in card.get("goals", {}).items()]
+    tables = []
+    world = card.get("world")
+    if world and world.get("scenarios"):
+        tables.append({
+            "title": f"planted failure scenarios (test; accuracy outside them {_text(world.get('accuracy_rest'))}, "
+                     f"planted = accuracy gap ≥ {_text(world.get('min_gap'))})",
+            "columns": ["scenario", "kind", "classes", "attribute", "rows", "accuracy", "gap", "planted"],
+            "rows": [[name, s.get("kind", ""), ", ".join(s.get("classes", [])), _text(s.get("attribute")),
+                      _text(s.get("n")), _text(s.get("accuracy")), _text(s.get("gap")), _text(s.get("planted"))]
+                     for name, s in world["scenarios"].items()]})
+    return {"run": card.get("run"), "met": sum(g["met"] for g in goals), "total": len(goals), "goals": goals,
+            "tables": tables, "absent": [f"{name}: {why}" for name, why in card.get("absent", {}).items()]}
