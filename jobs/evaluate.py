@@ -174,9 +174,21 @@ def report(card: dict) -> str:
     return render_scorecard(card)
 
 
+def truth_folder(cfg: Config) -> Path:
+    """The world whose truth scores the run: its own (``<run>/world``), else the world whose manifest its embeddings
+    were made from (``data.source`` a ``world/manifest.parquet`` beside its ``config.json``: e.g. a repaired
+    classifier embedded on the demo's world, ``data.source=runs/demo/world/manifest.parquet``)."""
+    own = Path(cfg.run.root) / cfg.run.name / "world"
+    source = Path(cfg.data.source) if cfg.data.source else None
+    if not (own / "manifest.parquet").is_file() and source is not None and source.name == "manifest.parquet" \
+            and (source.parent / "config.json").is_file():
+        return source.parent
+    return own
+
+
 def run(cfg: Config) -> dict:
     cfg = run_inputs(cfg)
-    truth = WorldTruth.load(Path(cfg.run.root) / cfg.run.name / "world")  # before MLflow: no truth, no run
+    truth = WorldTruth.load(truth_folder(cfg))  # before MLflow: no truth, no run
     with mlflow_run(cfg, "evaluate"):
         card = evaluate(cfg, truth)
         out = command_dir(cfg.run, "evaluate")

@@ -26,6 +26,8 @@ COMMANDS = {
     "neurons": ("conceptlens.jobs.neurons", "the neurons behind each class's mistakes, their concepts and images, "
                                             "a repaired head (NeuroInspect)"),
     "evaluate": ("conceptlens.jobs.evaluate", "score a ConceptWorld run's diagnoses against the world's truth"),
+    "report": ("conceptlens.jobs.report", "one self-contained HTML page of a run: what is wrong, why, where, what to do"),
+    "compare": ("conceptlens.jobs.compare", "what changed between two runs or two registered model versions (from MLflow)"),
     "demo": ("conceptlens.jobs.demo", "run the whole pipeline on ConceptWorld and print a summary"),
 }
 

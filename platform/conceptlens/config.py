@@ -318,6 +318,18 @@ class NeuronsConfig:
 
 
 @dataclass
+class CompareConfig:
+    confidence: float = 0.95  # level of the intervals; a change is significant only when the two runs' intervals do not overlap
+    simultaneous: bool = True  # each section's intervals hold together (Bonferroni: a row of m at 1 - (1 - confidence) / m)
+    source: str = "vlm"  # the blamed concepts compared: analyze's `vlm` or `aligned` heatmap (significant, trusted cells)
+    match_threshold: float = 0.5  # two root causes are the same cause when their similarity reaches this (0..1)
+    sentence_weight: float = 0.5  # similarity = (1 - w) x Jaccard(classes and concepts) + w x Jaccard(sentence words)
+    class_share: float = 0.2  # a root cause is about the true classes holding at least this share of its failures
+    threshold_drift: float = 0.1  # a filter threshold moving by more than this share of its value is reported as drift
+    output: Optional[str] = None  # the page's folder; None = <run.root>/compare/<A>__vs__<B>
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -334,6 +346,7 @@ class Config:
     rootcause: RootcauseConfig = field(default_factory=RootcauseConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     neurons: NeuronsConfig = field(default_factory=NeuronsConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

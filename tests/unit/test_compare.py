@@ -1,0 +1,263 @@
+"""`conceptlens compare` without Ray: the intervals and the significance rule, root causes matched by their
+concepts and sentences, the sections built from small synthetic outputs, and the runs resolved (by name, by
+MLflow run id, by a registered classifier version) in a real sqlite MLflow store, with clear errors."""
+import json
+import math
+
+import mlflow
+import numpy as np
+import pytest
+
+from conceptlens.config import CompareConfig, load_config
+from conceptlens.jobs import compare as job
+from conceptlens.pipeline.registry import register_folder
+from conceptlens.pipeline.tracking import log_results, mlflow_run, tracking_uri
+from conceptlens.models.registered import ClassifierPyfunc
+from conceptlens.report.compare import compare_outputs
+from conceptlens.report.compare_match import causes, match, sentence_words, similarity
+from conceptlens.report.compare_page import render_page, summary_text
+from conceptlens.report.compare_runs import RunOutputs, RunRef, client_for, resolve
+from conceptlens.report.compare_stats import (auroc_estimate, change, hanley_mcneil_se, overlap, share_estimate,
+                                              wilson, z_value)
+
+
+# --- intervals and significance -----------------------------------------------------------------------------
+
+def test_wilson_and_hanley_mcneil_match_their_formulas():
+    assert z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
+    assert wilson(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)  # the textbook 50/100
+    low, high = wilson(0.0, 10)
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.27753, abs=1e-5)  # no failure seen: still an upper bound
+    assert hanley_mcneil_se(0.9, 50, 50) == pytest.approx(0.032124, abs=1e-5)  # Hanley & McNeil (1982), by hand
+    e = auroc_estimate(0.9, 50, 50)
+    assert e["low"] == pytest.approx(0.9 - 1.959964 * 0.032124, abs=1e-4) and e["high"] <= 1.0
+    with pytest.raises(ValueError, match="compare.confidence"):
+        z_value(1.0)
+
+
+def test_significant_only_where_the_intervals_do_not_overlap():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n1, n2 = rng.integers(5, 400, 2)
+        a, b = share_estimate(rng.random(), n1, 0.95), share_estimate(rng.random(), n2, 0.95)
+        c = change(a, b, 0.95)
+        assert c["significant"] == (not overlap(a, b))
+        assert c["delta_low"] <= c["delta"] <= c["delta_high"]  # Newcombe's interval holds the delta
+        if c["significant"]:  # disjoint intervals: the delta's interval excludes 0 too
+            assert c["delta_low"] > 0 or c["delta_high"] < 0
+
+
+def test_two_samples_of_the_same_rate_are_rarely_called_different():
+    """Two seeds of one setup: at p = 0.8 on 200 rows each, the 95 % intervals rarely fail to overlap."""
+    rng = np.random.default_rng(1)
+    calls = [change(share_estimate(rng.binomial(200, 0.8) / 200, 200, 0.95),
+                    share_estimate(rng.binomial(200, 0.8) / 200, 200, 0.95), 0.95)["significant"] for _ in range(2000)]
+    assert np.mean(calls) < 0.02
+
+
+def test_no_interval_no_verdict():
+    assert change(auroc_estimate(0.8), auroc_estimate(0.99), 0.95) | {"a": None, "b": None} == {
+        "a": None, "b": None, "delta": pytest.approx(0.19), "delta_low": None, "delta_high": None,
+        "significant": False, "note": "no interval"}
+    only = change(share_estimate(0.5, 10, 0.95), None, 0.95)
+    assert only["note"] == "only in run A" and not only["significant"] and only["delta"] is None
+    assert change(None, share_estimate(0.5, 10, 0.95), 0.95)["note"] == "only in run B"
+
+
+# --- root causes matched -------------------------------------------------------------------------------------
+
+def card(cluster, classes, concepts, rows=50):
+    pairs = [{"true": c, "predicted": "x", "rows": rows // len(classes)} for c in classes]
+    return {"cluster": cluster, "size": rows, "share": 0.1, "pairs": pairs,
+            "concepts": [{"concept": c, "ratio": r} for c, r in concepts]}
+
+
+def said(cluster, sentence):
+    return {"cluster": cluster, "sentences": [{"sentence": sentence}]}
+
+
+def test_negation_binds_to_the_next_word():
+    assert sentence_words(["a photo of a small star not on water"]) == {"small", "star", "not-water"}
+    assert sentence_words(["a photo of a star on water"]) == {"star", "water"}
+
+
+def test_causes_are_matched_by_concepts_and_sentences():
+    a = causes([card(0, ["star"], [("background=water", 0.05)], 150), card(1, ["circle"], [("lighting=dark", 3.2)]),
+                card(-1, ["heart"], [])],  # noise is no cause
+               [said(0, "a photo of a small star not on water"), said(1, "a photo of a circle in the dark")])
+    b = causes([card(4, ["circle"], [("lighting=dark", 2.9), ("size=small", 1.5)]),
+                card(5, ["heart"], [("pattern=striped", 4.0)])],
+               [said(4, "a photo of a small circle in the dark"), said(5, "a photo of a striped heart")])
+    assert [c["id"] for c in a] == [0, 1] and a[0]["sentences"] == ["a photo of a small star not on water"]
+    assert similarity(a[1], b[0]) == pytest.approx(0.5 * 2 / 3 + 0.5 * 2 / 3)  # 2 of 3 tokens, 2 of 3 words
+    assert similarity(a[0], a[0]) == 1.0 and similarity(a[0], b[1]) == 0.0
+    found = match(a, b, threshold=0.5)
+    assert found == {"persisting": [(1, 0, pytest.approx(2 / 3))], "fixed": [0], "new": [1]}
+    assert match(a, b, threshold=0.9)["persisting"] == []  # stricter: nothing is the same cause
+    no_sentences = causes([card(4, ["circle"], [("lighting=dark", 2.9)])])
+    assert similarity(a[1], no_sentences[0]) == 1.0  # without sentences on one side: concepts alone
+    with pytest.raises(ValueError, match="compare.match_threshold"):
+        match(a, b, threshold=1.5)
+
+
+# --- sections from synthetic outputs -----------------------------------------------------------------------
+
+def scorecard(slice_accuracy, slice_n, planted, goal_met):
+    return {"run": "x", "world": {"accuracy": 0.9, "n": 1000, "min_gap": 0.2, "scenarios": {
+        "star_on_water": {"kind": "spurious_correlation", "classes": ["star"], "attribute": "background=water",
+                          "n": slice_n, "accuracy": slice_accuracy, "gap": 0.9 - slice_accuracy, "planted": planted}}},
+        "runtime": {"scenarios": {"overall": {"auroc": 0.95, "n": 1000, "n_defective": 100}}},
+        "goals": {"repair_slice.star_on_water": {"value": 0.3, "target": 0.1, "met": goal_met}}}
+
+
+def outputs(tmp_path, name, card_, monitor=None, heatmap=None, cards=None):
+    files = {}
+    for key, value in (("evaluate/scorecard.json", card_), ("monitor/metrics.json", monitor),
+                       ("rootcause/cards.json", cards)):
+        if value is not None:
+            path = tmp_path / name / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(value))
+            files[key] = path
+    if heatmap is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / name / "analyze" / "heatmaps_vlm.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(heatmap), path)
+        files["analyze/heatmaps_vlm.parquet"] = path
+    return RunOutputs(RunRef(name, name, f"{name:0<32}", "1", f"run name '{name}'"), {}, files)
+
+
+def cell(cls, concept, log_rr, significant):
+    return {"kind": "risk_ratio", "class": cls, "concept": concept, "n": 100.0, "value": log_rr,
+            "low": log_rr - 0.3, "high": log_rr + 0.3, "p": 0.01, "q": 0.01 if significant else 0.5,
+            "significant": significant, "source": "vlm", "reliable": True}
+
+
+def test_a_repaired_slice_is_fixed_and_the_sections_say_what_is_absent(tmp_path):
+    monitor_a = {"thresholds": {"misclassified": 0.9, "adversarial": 0.8}, "detection": {"f.misclassified": {"auroc": 0.9}},
+                 "test_accuracy": 0.9, "verdicts": {"accept": 1000}, "false_alarm_rate": {"test": 0.05}}
+    monitor_b = monitor_a | {"thresholds": {"misclassified": 0.7, "adversarial": 0.82}}
+    a = outputs(tmp_path, "a", scorecard(0.4, 200, True, False), monitor_a,
+                [cell("star", "background=water", -3.0, True), cell("star", "size=small", 1.0, False)],
+                {"heldout": [card(0, ["star"], [("background=water", 0.05)])]})
+    b = outputs(tmp_path, "b", scorecard(0.85, 200, False, True), monitor_b,
+                [cell("star", "background=water", -0.1, False), cell("star", "size=small", 1.2, True)])
+    result = compare_outputs(a, b, CompareConfig())
+    s = result["slices"]["rows"][0]
+    assert s["name"] == "star_on_water" and s["verdict"] == "fixed" and s["significant"]
+    assert result["accuracy"]["source"] == "scorecard (test rows)" and not result["accuracy"]["significant"]
+    blamed = {r["concept"]: r["status"] for r in result["blamed"]["rows"]}
+    assert blamed == {"background=water": "disappeared", "size=small": "appeared"}
+    assert result["causes"] == {"absent": "no `rootcause` outputs in run 'b' (run `conceptlens rootcause`)"}
+    drift = {t["head"]: t["drift"] for t in result["filter"]["thresholds"]}
+    assert drift == {"misclassified": True, "adversarial": False}  # -22 % and +2.5 % against a 10 % limit
+    assert result["filter"]["detection"][0]["note"] == "no interval"
+    assert result["goals"]["rows"][0]["status"] == "newly met"
+    assert [c["what"] for c in result["significant"]][:1] == ["slice star_on_water accuracy (fixed)"]
+    text = summary_text(result)
+    assert "star_on_water" in text and "fixed" in text and "DRIFT" in text and "root causes: not compared" in text
+    page = render_page(result)
+    assert all(f'id="{i}"' in page for i in ("toc", "summary", "slices", "blamed", "causes", "filter", "goals"))
+    assert "http://" not in page and "https://" not in page and "fixed" in page
+    same = compare_outputs(a, a, CompareConfig())
+    assert not same["significant"] and same["causes"]["persisting"][0]["similarity"] == 1.0
+
+
+# --- resolution in a real MLflow store ---------------------------------------------------------------------
+
+def logged_run(root, name, classifier_bytes, accuracy):
+    """A run as `world` and `evaluate` leave it in MLflow: models that fingerprint the run, and a scorecard."""
+    folder = root / name / "world"
+    folder.mkdir(parents=True)
+    (folder / "classifier.pt").write_bytes(classifier_bytes)
+    (folder / "models.json").write_text(json.dumps({"classifier": str(folder / "classifier.pt"), "vlm": "openai"}))
+    cfg = load_config([], [f"run.root={root}", f"run.name={name}"])
+    out = root / name / "evaluate"
+    out.mkdir()
+    (out / "scorecard.json").write_text(json.dumps(scorecard(accuracy, 100, True, False)))
+    with mlflow_run(cfg, "evaluate") as run:
+        log_results({"accuracy": accuracy}, out / "scorecard.json")
+    return cfg, run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    base, child = logged_run(root, "base", b"weights of the base classifier", 0.4)
+    logged_run(root, "repaired", b"weights of the repaired classifier", 0.8)
+    folder = root / "registered"
+    folder.mkdir()
+    (folder / "classifier.pt").write_bytes(b"weights of the repaired classifier")
+    (folder / "classifier.json").write_text(json.dumps({"arch": "resnet18", "head": "fc", "num_classes": 10}))
+    (root / "unused").mkdir()
+    (root / "unused" / "classifier.pt").write_bytes(b"a classifier no run used")
+    (root / "unused" / "classifier.json").write_text((folder / "classifier.json").read_text())
+    mlflow.set_tracking_uri(tracking_uri(base))
+    with mlflow.start_run(run_name="registering") as run:
+        register_folder(folder, ClassifierPyfunc(), "clf", "repaired", model="classifier")  # as `neurons` does
+        mlflow.log_artifacts(str(root / "unused"), "unused")  # a plain folder version: resolved by its files
+    client = mlflow.MlflowClient(tracking_uri(base))
+    version = client.create_model_version("clf", f"runs:/{run.info.run_id}/unused", run_id=run.info.run_id)
+    client.set_registered_model_alias("clf", "unused", version.version)
+    return root, base, child
+
+
+def test_runs_resolve_by_name_by_child_run_id_and_by_classifier_version(store):
+    root, cfg, child = store
+    uri = tracking_uri(cfg)
+    client = client_for(uri)
+    assert resolve(client, uri, "base", "conceptlens").name == "base"
+    by_id = resolve(client, uri, child, "conceptlens")
+    assert by_id.name == "base" and by_id.run_id != child and "run 'base/evaluate'" in by_id.how
+    version = resolve(client, uri, "models:/clf@repaired", "conceptlens")
+    assert version.name == "repaired" and "version 1" in version.how
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("nosuchrun", "unknown run 'nosuchrun': known runs are base, repaired"),
+    ("0123456789abcdef0123456789abcdef", "known runs are base, repaired"),
+    ("models:/clf@unused", "no run used this classifier (version 2"),
+    ("models:/nosuchmodel@champion", "models:/nosuchmodel@champion"),
+])
+def test_unknown_references_exit_2_naming_what_exists(store, ref, message, capsys):
+    root, _, _ = store
+    assert job.main(["base", ref, f"run.root={root}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # one line (after MLflow's download progress, if any)
+    assert err.startswith("conceptlens compare: ") and message in err
+    if "unused" in ref:
+        assert "conceptlens embed run.name=repaired classifier.checkpoint=models:/clf@unused" in err
+
+
+def test_a_missing_store_and_a_missing_run_are_refused(tmp_path, capsys):
+    assert job.main(["a", "b", f"run.root={tmp_path}"]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        job.main(["only_one"])
+    assert exit_.value.code == 2
+
+
+def test_the_job_writes_the_page_and_logs_a_compare_run(store, capsys):
+    root, cfg, _ = store
+    assert job.main(["base", "models:/clf@repaired", f"run.root={root}"]) == 0
+    printed = capsys.readouterr().out
+    folder = root / "compare" / "base__vs__repaired"
+    result = json.loads((folder / "compare.json").read_text())
+    assert result["slices"]["rows"][0]["verdict"] in ("fixed", "reduced") and f"page: {folder / 'index.html'}" in printed
+    assert "star_on_water" in printed and (folder / "index.html").read_text().startswith("<!DOCTYPE html>")
+    client = mlflow.MlflowClient(tracking_uri(cfg))
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["conceptlens.kind"] == "compare" and "mlflow.parentRunId" not in run.data.tags
+    assert run.data.tags["conceptlens.compare.b"] == "repaired" and run.data.metrics["slices_fixed"] + \
+        run.data.metrics["slices_reduced"] == 1
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"compare.json", "index.html"}
+    assert math.isfinite(run.data.metrics["accuracy_delta"])
+
+
+def test_a_section_s_intervals_hold_together():
+    from conceptlens.report.compare import level
+
+    assert level(CompareConfig(), 1) == 0.95 and level(CompareConfig(), 4) == pytest.approx(1 - 0.05 / 4)
+    assert level(CompareConfig(simultaneous=False), 4) == 0.95
