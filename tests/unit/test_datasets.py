@@ -1,5 +1,6 @@
 """Held-out splits for data without a split column: drawn from a hash of the id, the same in every command."""
 import hashlib
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,3 +57,17 @@ def test_a_manifest_keeps_its_splits_and_fills_the_missing_ones(tmp_path):
     pq.write_table(pa.table({"path": ["a/0.png", "b/1.png"], "label": ["a", "b"]}), tmp_path / "n.parquet")
     table = read_dataset(tmp_path / "n.parquet", calib_share=1.0)  # no id: the row number
     assert table["id"].to_pylist() == ["00000000", "00000001"] and table["split"].to_pylist() == ["calib"] * 2
+
+
+def test_the_class_order_is_the_one_the_manifest_states(tmp_path):
+    images(tmp_path, ["0.png", "1.png", "2.png"])
+    rows = {"path": ["0.png", "1.png", "2.png"], "label": ["star", "circle", "star"]}
+    pq.write_table(pa.table(rows | {"label_index": [0, 1, 0]}), tmp_path / "indexed.parquet")
+    table = read_dataset(tmp_path / "indexed.parquet")  # a ConceptWorld manifest: star is class 0, not sorted
+    assert json.loads(table.schema.metadata[b"conceptlens.classes"]) == ["star", "circle"]
+    assert table["label_index"].to_pylist() == [0, 1, 0]
+    assert json.loads(read_dataset(tmp_path / "indexed.parquet", classes=["circle", "star"]).schema.metadata[
+        b"conceptlens.classes"]) == ["circle", "star"]  # data.classes wins
+    pq.write_table(pa.table(rows | {"label_index": [0, 1, 1]}), tmp_path / "inconsistent.parquet")
+    assert json.loads(read_dataset(tmp_path / "inconsistent.parquet").schema.metadata[b"conceptlens.classes"]) == [
+        "circle", "star"]  # two indices for star: no order stated, sorted

@@ -55,11 +55,28 @@ def _manifest(path: Path) -> pa.Table:
     return table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
 
 
+def _stated_order(table: pa.Table, labels: list[str]) -> list[str] | None:
+    """The class order a manifest states (see :func:`read_dataset`), or None."""
+    stated = (table.schema.metadata or {}).get(CLASSES_KEY.encode())
+    if stated:
+        return json.loads(stated)
+    if "label_index" not in table.column_names:
+        return None
+    pairs = set(zip(labels, table.column("label_index").to_pylist()))
+    order = {i: label for label, i in pairs}
+    if len(pairs) != len(order) or len(order) != len({label for label, _ in pairs}) or \
+            sorted(order) != list(range(len(order))):
+        return None  # not one index per label, or not 0..K-1: no order stated
+    return [order[i] for i in range(len(order))]
+
+
 def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None, calib_share: float = 0.5) -> pa.Table:
     """The dataset as a table with ``id, path, split, label, label_index`` (strings, ``label_index`` int64)
     and pass-through columns.
 
-    ``classes`` gives the classifier's output order; by default the sorted distinct labels.
+    ``classes`` gives the classifier's output order; by default the order the manifest states (its schema's
+    ``conceptlens.classes``, else a ``label_index`` column giving each label one index 0..K-1: a ConceptWorld
+    manifest), else the sorted distinct labels.
     The order is kept in the schema metadata (:func:`classes_of`).
     A label outside ``classes`` is an error naming it. Rows without a split get
     :func:`hash_split` of their id with ``calib_share``.
@@ -69,7 +86,7 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None, ca
         raise FileNotFoundError(f"dataset source {source} does not exist")
     table = _image_folder(source) if source.is_dir() else _manifest(source)
     labels = [str(v) for v in table.column("label").to_pylist()]
-    classes = list(classes) if classes else sorted(set(labels))
+    classes = list(classes) if classes else (_stated_order(table, labels) or sorted(set(labels)))
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise ValueError(f"labels {unknown[:5]} are not among the classifier's classes {classes}")
