@@ -29,7 +29,7 @@ from conceptlens.cli import run_command
 from conceptlens.models.concepts import load_concepts
 from conceptlens.config import Config
 from conceptlens.models.embedding import VECTOR_COLUMNS
-from conceptlens.semantic.heatmaps import MEAN_GROUPS, matrix
+from conceptlens.semantic.heatmaps import matrix
 from conceptlens.models import build_vlm
 from conceptlens.report.figures import plot_heatmap
 from conceptlens.pipeline.raydata import init_ray, map_parquet
@@ -137,20 +137,23 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
     return result, trust
 
 
+FIGURES = {"differential": ("correct − incorrect (outlined: significant, BH)", "z-score"),
+           "risk_ratio": ("log(failure rate with / without the concept) (outlined: significant, BH)", "log ratio")}
+
+
 def draw(result: AnalysisResult, classes: list[str], concepts: list[str], folder: Path) -> list[Path]:
+    """PNGs of the two views that say what goes with failure, per source (for the MLflow UI); every view, with
+    each cell's interval and q, is in the HTML report (`conceptlens report`)."""
     folder.mkdir(exist_ok=True)
-    titles = {"differential": ("correct − incorrect (outlined: significant, BH)", "z-score"),
-              "binarized": ("share of rows where the concept is present", "share"),
-              "risk_ratio": ("log(failure rate with / without the concept) (outlined: significant, BH)", "log ratio")}
+    for stale in folder.glob("*.png"):  # a re-run leaves no figure of an earlier version behind
+        stale.unlink()
     paths = []
     for source, table in result.heatmaps.items():
-        for kind in (*MEAN_GROUPS, *titles):
-            title, label = titles.get(kind, (f"{kind} mean z-score", "z-score"))
-            diverging = kind in ("differential", "risk_ratio")
-            marks = matrix(table, kind, classes, concepts, "significant").astype(bool) if diverging else None
+        for kind, (title, label) in FIGURES.items():
+            marks = matrix(table, kind, classes, concepts, "significant").astype(bool)
             paths.append(plot_heatmap(matrix(table, kind, classes, concepts), classes, concepts,
                                       folder / f"{source}_{kind}.png", title=f"{source}: {title}",
-                                      diverging=diverging, marks=marks, label=label))
+                                      diverging=True, marks=marks, label=label))
     return paths
 
 

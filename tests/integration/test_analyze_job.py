@@ -79,7 +79,7 @@ def test_tables_figures_and_mlflow(out, demo_run):
     assert set(faults.column("fault").to_pylist()) <= {"encoder", "head"}
     assert set(faults.column("split").to_pylist()) == {"calib", "test"}
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert "aligned_differential.png" in figures and "vlm_binarized.png" in figures
+    assert figures == sorted(f"{s}_{k}.png" for s in ("aligned", "vlm") for k in ("differential", "risk_ratio"))
     assert all((out / "figures" / f).stat().st_size > 10_000 for f in figures)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{demo_run / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("conceptlens").experiment_id],
