@@ -8,10 +8,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# --no-compile: Python compiles what it imports on first use, not all of torch, ray and mlflow up front
-	$(BIN)/pip install -q --no-compile -c requirements.lock -e '.[test]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
 	# torchattacks >= 3.4 pins requests~=2.25 (clashes with ray and mlflow); it needs nothing else we lack
-	$(BIN)/pip install -q --no-compile --no-deps -c requirements.lock torchattacks
+	$(BIN)/pip install -q --no-deps -c requirements.lock torchattacks
 	touch $(STAMP)
 
 setup: $(STAMP)
