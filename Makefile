@@ -31,7 +31,10 @@ browser:
 demo: setup
 	$(BIN)/conceptlens demo --config conf/demo.yaml
 
+# Our sources' bytecode once, up front: where PYTHONDONTWRITEBYTECODE is set, every process (each Ray worker)
+# would otherwise compile them again on import.
 test: setup browser
+	$(BIN)/python -m compileall -q platform jobs serve
 	$(BIN)/python -m pytest -q -ra --durations=25  # the slowest tests: where the CI budget goes
 
 test-fast: setup browser
