@@ -42,7 +42,7 @@ from email import policy
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -64,8 +64,6 @@ from conceptlens.runtime.failure_modes import FailureModes
 from conceptlens.runtime.filter import HEADS, ConceptFilter
 from conceptlens.runtime.registered import fetch_bundle
 
-if TYPE_CHECKING:  # torch stays out of the ingress's imports
-    from conceptlens.models.embedding import ModelSpec
 
 logger = logging.getLogger("ray.serve")
 
