@@ -3,14 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION ?= 0.13.9
 
 .PHONY: setup browser demo test test-fast lock clean
 
+# uv resolves and installs the same lock from PyPI in about 35 s where pip takes about 110 s (measured on 2
+# cores, README "Install"); pip is the fallback where uv cannot be installed or fails. Bytecode is compiled at
+# install: PYTHONDONTWRITEBYTECODE is set on these machines, and without it every process (each Ray worker)
+# compiles torch again on import. torchattacks >= 3.4 pins requests~=2.25 (clashes with ray and mlflow); it
+# needs nothing else we lack, so it goes in with --no-deps.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
-	# torchattacks >= 3.4 pins requests~=2.25 (clashes with ray and mlflow); it needs nothing else we lack
-	$(BIN)/pip install -q --no-deps -c requirements.lock torchattacks
+	if $(BIN)/pip install -q uv==$(UV_VERSION) 2>/dev/null && \
+	   $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -c requirements.lock -e '.[test]' && \
+	   $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode --no-deps -c requirements.lock torchattacks; \
+	then echo "setup: installed with uv"; \
+	else echo "setup: uv unavailable or failed, installing with pip"; \
+	  $(BIN)/pip install -q -c requirements.lock -e '.[test]' && \
+	  $(BIN)/pip install -q --no-deps -c requirements.lock torchattacks; fi
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -41,7 +51,7 @@ test-fast: setup browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lock: setup
-	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	$(BIN)/pip freeze --exclude-editable --exclude uv | grep -v '^-e' > requirements.lock
 
 clean:
 	rm -rf runs .cache/conceptlens
