@@ -30,7 +30,7 @@ from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.runtime.detectors import BASELINES, KNN, Detector, Stacked, detection_metrics, threshold_at_fpr
 from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, run_inputs, write_metrics
-from conceptlens.runtime.filter import SIGNALS, ConceptFilter, folds, sources, successful_attacks, take
+from conceptlens.runtime.filter import ConceptFilter, folds, sources, successful_attacks, take
 from conceptlens.pipeline.shards import ROW_BATCH_COLUMNS, read_rows
 from conceptlens.pipeline.registry import register_folder
 from conceptlens.jobs.attack import sample
@@ -43,9 +43,11 @@ from conceptlens.runtime.failure_modes import FailureModes
 from conceptlens.runtime.registered import FilterPyfunc
 from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
 
-def load_filter(analysis: Path) -> ConceptFilter:
-    """A filter on the run's concept analysis; the concepts its trust check did not back (all of them when the VLM
-    did not recognise the classes) are never named in the filter's explanations."""
+def load_filter(analysis: Path, concepts_from: str = "vlm") -> ConceptFilter:
+    """A filter on the run's concept analysis, reading its concept signals from ``concepts_from`` (``aligned``:
+    the encoder features through the aligner only; ``vlm``: also the VLM's image embedding); the concepts its
+    trust check did not back (all of them when the VLM did not recognise the classes) are never named in the
+    filter's explanations."""
     if not (analysis / "concepts.npz").is_file():
         raise FileNotFoundError(f"no concept analysis in {analysis}; run `conceptlens analyze` first")
     text = np.load(analysis / "concepts.npz")
@@ -59,7 +61,8 @@ def load_filter(analysis: Path) -> ConceptFilter:
     sources = ("aligned", "vlm")
     return ConceptFilter(Aligner.load(analysis / "aligner.npz"), text["concepts"], text["classes"],
                          {s: text[f"{s}_mean"] for s in sources}, {s: text[f"{s}_std"] for s in sources},
-                         concepts, info["classes"], unreliable=unreliable)
+                         concepts, info["classes"], unreliable=unreliable,
+                         concepts_from=getattr(concepts_from, "value", concepts_from))
 
 
 def fit_baselines(calib: dict, cfg: Config) -> dict[str, Detector]:
@@ -230,7 +233,8 @@ def monitor(cfg: Config) -> dict:
         f"test {len(clean['test']['prediction'])} + {len(adversarial['test']['prediction']) if adversarial else 0}")
     if off:
         log(f"monitor: adversarial detection is off: {off}")
-    filt = load_filter(run_dir / "analyze").fit(clean["calib"], adversarial["calib"] if adversarial else None,
+    log(f"monitor: concept signals from {cfg.monitor.concepts_from.value} (monitor.concepts_from)")
+    filt = load_filter(run_dir / "analyze", cfg.monitor.concepts_from).fit(clean["calib"], adversarial["calib"] if adversarial else None,
                                                 fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge, seed=cfg.monitor.seed)
 
     # per detector: "clean_mis" (clean test rows, misclassification score); with attacks also "clean_adv" and
@@ -239,7 +243,7 @@ def monitor(cfg: Config) -> dict:
     test_all = {"clean": clean["test"]} | ({"adversarial": adversarial["test"]} if adversarial else {})
     filter_scores = {k: filt.score_all(v) for k, v in test_all.items()}
     scores["concept filter"] = {"clean_mis": filter_scores["clean"]["misclassified"]}
-    signals = {k: dict(zip(SIGNALS, filt.signals(v).T)) for k, v in test_all.items()}
+    signals = {k: dict(zip(filt.signal_names, filt.signals(v).T)) for k, v in test_all.items()}
     scores["concept heatmap only"] = {"clean_mis": signals["clean"]["cos_incorrect"] - signals["clean"]["cos_correct"]}
     if adversarial:
         scores["concept filter"] |= {"clean_adv": filter_scores["clean"]["adversarial"],
@@ -269,7 +273,7 @@ def monitor(cfg: Config) -> dict:
     msp_accepts = -msp < threshold_at_fpr(-msp_calib[~calib_wrong], cfg.monitor.fpr)
     false_alarms = float((~accepted[correct]).mean())
     metrics = {
-        "fpr_target": cfg.monitor.fpr, "thresholds": filt.thresholds,
+        "concepts_from": filt.concepts_from, "fpr_target": cfg.monitor.fpr, "thresholds": filt.thresholds,
         "test_accuracy": float(correct.mean()),
         "accepted": {"share": float(accepted.mean()), "accuracy": float(correct[accepted].mean()),
                      "false_alarm_rate": false_alarms},
@@ -285,7 +289,7 @@ def monitor(cfg: Config) -> dict:
     bundle = save_bundle(filt, out / "bundle", model_spec(cfg), image_size=cfg.data.image_size, run=cfg.run.name)
     metrics["bundle"] = str(bundle.resolve())
     modes = FailureModes.from_outputs(run_dir / "rootcause", run_dir / "explain", clean["calib"],
-                                      concepts=concept_analysis(cfg), log=log)
+                                      concepts=concept_analysis(cfg), log=log, vlm=filt.needs_vlm)
     if modes is not None:
         modes.save(bundle)
         metrics["failure_modes"] = modes.describe()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -166,8 +167,15 @@ class AdaptiveConfig:
     batch_size: int = 32
 
 
+class ConceptSource(str, Enum):
+    """Where the runtime filter's concept signals come from (``monitor.concepts_from``)."""
+    aligned = "aligned"  # the classifier's encoder features through the aligner A(z): no VLM image tower per request
+    vlm = "vlm"  # A(z) and the VLM's own image embedding: the VLM image tower runs on every request
+
+
 @dataclass
 class MonitorConfig:
+    concepts_from: ConceptSource = ConceptSource.vlm  # aligned | vlm (benchmarks/serve_load.py compares them)
     fpr: float = 0.05  # target false-alarm rate on correct clean calib inputs; sets the thresholds
     knn_k: int = 50  # the k-NN baseline's k
     seed: int = 0  # the folds (by source image) that references, heads and thresholds are fitted on
@@ -187,8 +195,8 @@ class ServeConfig:
     max_ongoing_requests: int = 32  # per model replica; caps the batch size, so keep it >= max_batch_size
     max_batch_size: int = 16  # images per model call (dynamic batching across requests)
     batch_wait_timeout_s: float = 0.01  # how long a partial batch waits for more images
-    num_cpus: float = 1.0  # per model replica
-    num_gpus: float = 0.0  # per model replica; 1 (or a fraction) on a GPU cluster
+    num_cpus: Optional[float] = None  # per replica; None = Ray's CPUs / max_replicas, at most 1 (all replicas fit)
+    num_gpus: float = 0.0  # per replica; 1 (or a fraction) on a GPU cluster
     max_request_bytes: int = 10 * 2**20  # larger bodies get 413
     max_image_pixels: int = 4096 * 4096  # width x height read from the header, before decoding; larger get 413
     max_request_pixels: int = 64 * 1024 * 1024  # summed over a request's images, from their headers, before any decoding

@@ -105,23 +105,28 @@ class Embedder:
     The weights are channels-last, the layout of the input made from ``(N, H, W, 3)`` images: on CPU the
     convolutions then cost about 35 % less at batch 1 and 10 % less at batch 16 (benchmarks/serve_load.py),
     with the same answers.
+
+    ``vlm=False`` builds the classifier alone (``self.vlm`` is None) and leaves ``vlm_embedding`` out: what a
+    filter of ``concepts_from`` aligned needs.
     """
 
-    def __init__(self, spec: ModelSpec, device: str = "auto"):
+    def __init__(self, spec: ModelSpec, device: str = "auto", *, vlm: bool = True):
         self.device = resolve_device(device)
         self.classifier = spec.classifier().to(self.device).eval().to(memory_format=torch.channels_last)
-        self.vlm = spec.vlm().to(self.device).eval().to(memory_format=torch.channels_last)
+        self.vlm = spec.vlm().to(self.device).eval().to(memory_format=torch.channels_last) if vlm else None
 
     @torch.no_grad()
     def embed(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``images``: ``uint8 (N, H, W, 3)`` -> the model columns."""
+        """``images``: ``uint8 (N, H, W, 3)`` -> the model columns (no ``vlm_embedding`` without a VLM)."""
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         features = self.classifier.features(x)
         logits = self.classifier.head(features)
         confidence, prediction = logits.softmax(-1).max(-1)
-        return {"prediction": prediction.cpu().numpy(), "confidence": confidence.cpu().numpy(),
-                "logits": logits.cpu().numpy(), "features": features.cpu().numpy(),
-                "vlm_embedding": self.vlm.encode_images(x).cpu().numpy()}
+        out = {"prediction": prediction.cpu().numpy(), "confidence": confidence.cpu().numpy(),
+               "logits": logits.cpu().numpy(), "features": features.cpu().numpy()}
+        if self.vlm is not None:
+            out["vlm_embedding"] = self.vlm.encode_images(x).cpu().numpy()
+        return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {k: v for k, v in batch.items() if k != "image"}

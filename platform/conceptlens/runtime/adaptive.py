@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from conceptlens.models.embedding import Embedder
 from conceptlens.runtime.attacks import _check_inputs, _frozen_eval
 from conceptlens.runtime.bundle import bundle_models
-from conceptlens.runtime.filter import HEADS, REFERENCES, SIGNALS, ConceptFilter
+from conceptlens.runtime.filter import HEADS, REFERENCES, ConceptFilter
 
 __all__ = ["SIGNAL_FUNCTIONS", "AdaptiveAttacker", "FilterInputs", "TorchFilter", "adaptive_attack"]
 
@@ -53,14 +53,14 @@ class FilterInputs:
     """What the signals of one batch read, all float64 but ``predicted``: ``logits`` ``(N, K)``,
     ``features`` ``(N, D)``, ``predicted`` int64 ``(N,)`` (argmax of the logits, as served), the unit
     ``aligned`` features and ``vlm`` embedding ``(N, E)``, and their z-scored concept heatmaps
-    ``z_aligned``/``z_vlm`` ``(N, C)``."""
+    ``z_aligned``/``z_vlm`` ``(N, C)``; ``vlm``/``z_vlm`` are None for a filter of ``concepts_from`` aligned."""
     logits: torch.Tensor
     features: torch.Tensor
     predicted: torch.Tensor
     aligned: torch.Tensor
-    vlm: torch.Tensor
+    vlm: torch.Tensor | None
     z_aligned: torch.Tensor
-    z_vlm: torch.Tensor
+    z_vlm: torch.Tensor | None
 
 
 SignalFunction = Callable[["TorchFilter", FilterInputs], torch.Tensor]
@@ -108,11 +108,14 @@ def _logit(p: float) -> float:
 class TorchFilter:
     """A :class:`ConceptFilter`'s forward pass in torch float64, differentiable in the model outputs.
 
-    ``signals``: the names the filter's heads were fitted on, in order (default ``SIGNALS``); each must
-    have an entry in :data:`SIGNAL_FUNCTIONS`, else a ``ValueError`` names the missing ones."""
+    ``signals``: the names the filter's heads were fitted on, in order (default: the filter's
+    ``signal_names``, all of ``SIGNALS`` for ``concepts_from`` vlm); each must have an entry in
+    :data:`SIGNAL_FUNCTIONS`, else a ``ValueError`` names the missing ones. A filter of ``concepts_from``
+    aligned reads no VLM embedding (:attr:`needs_vlm` False): :meth:`images` does not run the VLM."""
 
-    def __init__(self, filt: ConceptFilter, *, signals: Sequence[str] = SIGNALS,
+    def __init__(self, filt: ConceptFilter, *, signals: Sequence[str] | None = None,
                  device: str | torch.device = "cpu"):
+        signals = filt.signal_names if signals is None else signals
         missing = [s for s in signals if s not in SIGNAL_FUNCTIONS]
         if missing:
             raise ValueError(f"the adaptive attack has no torch version of filter signal(s) {missing}: add them "
@@ -126,6 +129,7 @@ class TorchFilter:
             return torch.as_tensor(np.asarray(a, np.float64), device=device)
 
         self.signal_names = tuple(signals)
+        self.needs_vlm = filt.needs_vlm
         self.device = torch.device(device)
         self.W, self.b = tensor(filt.aligner.W), tensor(filt.aligner.b)
         self.concepts, self.classes = tensor(filt.concepts), tensor(filt.classes)
@@ -144,15 +148,18 @@ class TorchFilter:
               + ((self.means @ self.precision) * self.means).sum(1)[None, :])
         return d2.amin(1).clamp_min(0.0)
 
-    def inputs(self, logits: torch.Tensor, features: torch.Tensor, vlm_embedding: torch.Tensor) -> FilterInputs:
-        """The quantities signals read, from model outputs ``(N, K)``, ``(N, D)``, ``(N, E)``."""
+    def inputs(self, logits: torch.Tensor, features: torch.Tensor,
+               vlm_embedding: torch.Tensor | None = None) -> FilterInputs:
+        """The quantities signals read, from model outputs ``(N, K)``, ``(N, D)``, ``(N, E)`` (the last unread,
+        and may be None, unless :attr:`needs_vlm`)."""
         logits, features = logits.to(self.device, torch.float64), features.to(self.device, torch.float64)
         aligned = _unit(features @ self.W + self.b)
-        vlm = _unit(vlm_embedding.to(self.device, torch.float64))
-        z = {s: (e @ self.concepts.T - self.mean[s]) / self.std[s] for s, e in (("aligned", aligned), ("vlm", vlm))}
-        return FilterInputs(logits, features, logits.argmax(1), aligned, vlm, z["aligned"], z["vlm"])
+        vlm = _unit(vlm_embedding.to(self.device, torch.float64)) if self.needs_vlm else None
+        z = {s: (e @ self.concepts.T - self.mean[s]) / self.std[s] for s, e in (("aligned", aligned), ("vlm", vlm))
+             if e is not None}
+        return FilterInputs(logits, features, logits.argmax(1), aligned, vlm, z["aligned"], z.get("vlm"))
 
-    def __call__(self, logits: torch.Tensor, features: torch.Tensor, vlm_embedding: torch.Tensor) -> dict:
+    def __call__(self, logits: torch.Tensor, features: torch.Tensor, vlm_embedding: torch.Tensor | None = None) -> dict:
         """``prediction`` int64 ``(N,)``, ``signals`` float64 ``(N, S)`` and, per head, ``logits`` and ``scores``
         float64 ``(N,)`` (dicts keyed by head), as ``ConceptFilter.signals`` / ``score_all`` compute them."""
         x = self.inputs(logits, features, vlm_embedding)
@@ -166,7 +173,7 @@ class TorchFilter:
         """:meth:`__call__` on float images ``(N, 3, H, W)`` in [0, 1], plus the classifier's ``model_logits``."""
         features = classifier.features(x)
         logits = classifier.head(features)
-        return self(logits, features, vlm.encode_images(x)) | {"model_logits": logits}
+        return self(logits, features, vlm.encode_images(x) if self.needs_vlm else None) | {"model_logits": logits}
 
     def excess(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
         """``ConceptFilter.score``: the largest head score minus its threshold, ``(N,)``; ``<= 0`` is accepted."""

@@ -54,6 +54,7 @@ from conceptlens.rootcause import TABLE_EXTRACTORS, concept_scores
 FILES = ("failure_modes.npz", "failure_modes.json")
 FORMAT = 1
 FALLBACK = "vlm"  # the space an image extractor's clusters are matched in
+NO_VLM_FALLBACK = "encoder"  # the space a VLM-embedding space is replaced by when serving reads no VLM embedding
 # A group's centroid is off by about 1/sqrt(n) of its members' spread: at 5 members under half of it. Smaller
 # groups are left out (their inputs match another group of the class, or none).
 MIN_MEMBERS = 5
@@ -138,14 +139,16 @@ class FailureModes:
     @classmethod
     def from_outputs(cls, rootcause_dir: Path, explain_dir: Path | None, calib_rows: dict, *,
                      concepts: dict | None = None, min_members: int = MIN_MEMBERS, quantile: float = QUANTILE,
-                     log: Callable[[str], None] | None = None) -> "FailureModes | None":
+                     log: Callable[[str], None] | None = None, vlm: bool = True) -> "FailureModes | None":
         """The failure modes of a run: ``rootcause``'s outputs in ``rootcause_dir`` (the heldout set's chosen
         pipeline, its clusters and cards), ``explain``'s sentences in ``explain_dir`` (None or missing: no
         sentences), and ``calib_rows``: the calib split of the embeddings table (``id``, ``prediction``,
         ``label_index`` and the space's column; a row of any other split is a ValueError). ``concepts``: the
         analysis' ``concepts``/``mean``/``std`` (needed when the chosen extractor is ``concepts``; without it the
         ``vlm`` space is used). None, with the reason passed to ``log``, when rootcause has not run, has no
-        heldout set, or no group of its calib failures has ``min_members`` rows."""
+        heldout set, or no group of its calib failures has ``min_members`` rows. ``vlm=False``: the served columns
+        carry no VLM embedding (a filter of ``concepts_from`` aligned), so a space that reads it is replaced by
+        :data:`NO_VLM_FALLBACK` (the classifier's features), with a note."""
         say = log or (lambda message: None)
         rootcause_dir = Path(rootcause_dir)
         summary_file, clusters_file = rootcause_dir / "summary.json", rootcause_dir / "clusters.parquet"
@@ -166,6 +169,10 @@ class FailureModes:
         elif extractor == "concepts" and concepts is None:
             space, note = FALLBACK, (f"the chosen extractor 'concepts' needs the concept analysis, which was not "
                                      f"given: failure modes are matched in the {FALLBACK} space")
+        if not vlm and TABLE_EXTRACTORS.get(space) == "vlm_embedding":
+            space, note = NO_VLM_FALLBACK, ((note + "; ") if note else "") + (
+                f"the filter reads no VLM image embedding at serving (concepts_from aligned): failure modes are "
+                f"matched in the {NO_VLM_FALLBACK} space")
         if note:
             say(f"failure modes: {note}")
         splits = sorted({str(s) for s in np.asarray(calib_rows.get("split", ["calib"]))} - {"calib"})

@@ -18,6 +18,13 @@ Two logistic heads over these signals (fitted on ``calib``) score "misclassified
 adversarial calibration rows the filter has the misclassification head only (``heads`` says which). The
 filter follows the Detector contract: ``fit`` on calibration batches, ``score`` higher = worse.
 Everything is NumPy and is saved as one ``.npz`` + ``.json`` bundle.
+
+**Where the concept signals come from** (``concepts_from``, carried in the bundle): ``vlm`` reads both the
+aligned encoder features and the VLM's own image embedding (all of ``SIGNALS``), so serving runs the VLM's
+image tower on every input; ``aligned`` reads only the classifier's encoder features mapped through the aligner
+``A(z)`` into the VLM's image space, so serving runs the classifier alone: the signals that need the VLM's
+image embedding (:data:`VLM_SIGNALS`) are left out and the heads weigh the others. Calibration needs the VLM
+embedding in both modes (the aligner and the z-score statistics are fitted on it).
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ from conceptlens.semantic import Aligner, AlignerFit, source_embeddings, stack, 
 
 SIGNALS = ("msp", "energy", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
            "cos_correct", "cos_incorrect", "cos_adversarial")
+VLM_SIGNALS = ("vlm_margin", "consistency", "agreement")  # the signals that read the VLM's image embedding
+CONCEPT_SOURCES = ("aligned", "vlm")  # concepts_from: A(z) alone, or A(z) and the VLM's image embedding
 REFERENCES = ("correct", "incorrect", "adversarial")
 HEADS = ("misclassified", "adversarial")
 VERDICTS = ("accept", "likely-misclassified", "likely-adversarial")
@@ -52,10 +61,19 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (unit(a) * unit(b)).sum(1)
 
 
+def signal_names(concepts_from: str) -> tuple[str, ...]:
+    """The signals a filter reads in mode ``concepts_from`` (one of :data:`CONCEPT_SOURCES`), in order."""
+    if concepts_from not in CONCEPT_SOURCES:
+        raise ValueError(f"concepts_from must be one of {CONCEPT_SOURCES}, not {concepts_from!r}")
+    return SIGNALS if concepts_from == "vlm" else tuple(s for s in SIGNALS if s not in VLM_SIGNALS)
+
+
 @dataclass
 class ConceptFilter:
     """``aligner``; ``concepts`` ``(C, E)`` and ``classes`` ``(K, E)`` text embeddings; ``mean``/``std``
-    ``(C,)`` z-score statistics per source (``aligned``, ``vlm``); ``concept_names``, ``class_names``."""
+    ``(C,)`` z-score statistics per source (``aligned``, ``vlm``); ``concept_names``, ``class_names``;
+    ``concepts_from``: ``vlm`` (today's signals, the VLM image embedding needed per input) or ``aligned``
+    (encoder features through the aligner only)."""
     aligner: Aligner
     concepts: np.ndarray
     classes: np.ndarray
@@ -69,30 +87,48 @@ class ConceptFilter:
     thresholds: dict[str, float] | None = None
     fpr: float = 0.05
     unreliable: list[str] = field(default_factory=list)  # concepts the trust check did not back: never named
+    concepts_from: str = "vlm"
+
+    def __post_init__(self) -> None:
+        self.concepts_from = str(getattr(self.concepts_from, "value", self.concepts_from))  # a config enum too
+        signal_names(self.concepts_from)  # a ValueError for an unknown mode
+
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        """The signals the heads weigh, in order (:func:`signal_names` of :attr:`concepts_from`)."""
+        return signal_names(self.concepts_from)
+
+    @property
+    def needs_vlm(self) -> bool:
+        """Whether scoring reads ``vlm_embedding`` (the VLM's image tower must run per input)."""
+        return self.concepts_from == "vlm"
 
     # --- per-input quantities -------------------------------------------------------------
     def heatmaps(self, batch: dict) -> dict[str, np.ndarray]:
-        """Single-input heatmaps ``(N, C)`` (z-scores) from the aligned features and from the VLM."""
-        emb = source_embeddings(self.aligner, batch)
+        """Single-input heatmaps ``(N, C)`` (z-scores) from the aligned features and, when :attr:`needs_vlm`, from
+        the VLM (``vlm_embedding`` is not read otherwise)."""
+        emb = (source_embeddings(self.aligner, batch) if self.needs_vlm
+               else {"aligned": unit(self.aligner(stack(batch["features"])))})
         return {s: (e @ self.concepts.T - self.mean[s]) / self.std[s] for s, e in emb.items()} | {
-            f"{s}_class_sim": e @ self.classes.T for s, e in emb.items()} | {
-            "agreement": (emb["aligned"] * emb["vlm"]).sum(1)}
+            f"{s}_class_sim": e @ self.classes.T for s, e in emb.items()} | (
+            {"agreement": (emb["aligned"] * emb["vlm"]).sum(1)} if self.needs_vlm else {})
 
     def signals(self, batch: dict) -> np.ndarray:
-        """``float64 (N, len(SIGNALS))``."""
+        """``float64 (N, len(signal_names))``."""
         predicted = np.asarray(batch["prediction"], np.int64)
         h = self.heatmaps(batch)
         logits = stack(batch["logits"])
         columns = {"msp": -msp_score(logits), "energy": energy_score(logits),
-                   "vlm_margin": _margin(h["vlm_class_sim"], predicted),
                    "aligned_margin": _margin(h["aligned_class_sim"], predicted),
-                   "consistency": _cos(h["aligned"], h["vlm"]), "agreement": h["agreement"],
                    "mahalanobis": mahalanobis_score(stack(batch["features"]), self.gaussians["means"],
                                                     self.gaussians["precision"])}
+        if self.needs_vlm:
+            columns |= {"vlm_margin": _margin(h["vlm_class_sim"], predicted),
+                        "consistency": _cos(h["aligned"], h["vlm"]), "agreement": h["agreement"]}
         for kind in REFERENCES:  # no adversarial reference: a constant 0, which a head gives no weight
             columns[f"cos_{kind}"] = (_cos(h["aligned"], self.references[kind][predicted]) if kind in self.references
                                       else np.zeros(len(predicted)))
-        return np.stack([columns[name] for name in SIGNALS], 1).astype(np.float64)
+        return np.stack([columns[name] for name in self.signal_names], 1).astype(np.float64)
 
     # --- fitting ------------------------------------------------------------------------------
     def fit(self, clean: dict, adversarial: dict | None = None, *, fpr: float = 0.05, ridge: float = 0.01,
@@ -202,7 +238,8 @@ class ConceptFilter:
         arrays |= {f"gaussian_{k}": v for k, v in self.gaussians.items()}
         arrays |= {f"head_{h}_{k}": v for h, head in self.heads.items() for k, v in head.items()}
         np.savez(folder / "filter.npz", **arrays)
-        info = {"concept_names": self.concept_names, "class_names": self.class_names, "signals": list(SIGNALS),
+        info = {"concept_names": self.concept_names, "class_names": self.class_names,
+                "concepts_from": self.concepts_from, "signals": list(self.signal_names),
                 "heads": list(self.heads), "thresholds": self.thresholds, "fpr": self.fpr,
                 "unreliable_concepts": list(self.unreliable),
                 "aligner_r2": self.aligner.r2, "metadata": metadata or {}}
@@ -215,9 +252,12 @@ class ConceptFilter:
         if not (folder / "filter.json").is_file():
             raise FileNotFoundError(f"no filter bundle (filter.json, filter.npz) in {folder}")
         info = json.loads((folder / "filter.json").read_text())
-        if info.get("signals") != list(SIGNALS):
-            raise ValueError(f"the filter bundle in {folder} was made with signals {info.get('signals')}, this "
-                             f"version uses {list(SIGNALS)}: re-run `conceptlens monitor` to rebuild it")
+        mode = info.get("concepts_from", "vlm")  # bundles made before the aligned mode are vlm bundles
+        expected = list(signal_names(mode)) if mode in CONCEPT_SOURCES else None
+        if info.get("signals") != expected:
+            raise ValueError(f"the filter bundle in {folder} was made with concepts_from {mode!r} and signals "
+                             f"{info.get('signals')}, this version reads {expected} in that mode: re-run "
+                             f"`conceptlens monitor` to rebuild it")
         a = np.load(folder / "filter.npz")
         sources = ("aligned", "vlm")
         return cls(Aligner(a["W"], a["b"], info["aligner_r2"]), a["concepts"], a["classes"],
@@ -227,7 +267,8 @@ class ConceptFilter:
                    heads={h: {k: a[f"head_{h}_{k}"] for k in ("coef", "intercept", "centre", "scale")}
                           for h in info.get("heads", HEADS)},
                    gaussians={k: a[f"gaussian_{k}"] for k in ("means", "precision")},
-                   thresholds=info["thresholds"], fpr=info["fpr"], unreliable=info.get("unreliable_concepts", []))
+                   thresholds=info["thresholds"], fpr=info["fpr"], unreliable=info.get("unreliable_concepts", []),
+                   concepts_from=mode)
 
 
 def sources(batch: dict) -> np.ndarray:

@@ -13,8 +13,8 @@ from conceptlens.runtime.filter import ConceptFilter
 
 
 class FilterPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: ``predict`` takes rows with ``prediction``, ``logits``, ``features`` and
-    ``vlm_embedding`` (lists) and returns ``verdict`` and both scores, and, when the bundle carries failure
+    """pyfunc wrapper: ``predict`` takes rows with ``prediction``, ``logits``, ``features`` and, unless the
+    filter's ``concepts_from`` is aligned, ``vlm_embedding`` (lists) and returns ``verdict`` and both scores, and, when the bundle carries failure
     modes, the nearest one per row (``cluster``, -1 = none for the label; ``distance`` in radii;
     ``close_enough``)."""
 
@@ -23,7 +23,8 @@ class FilterPyfunc(mlflow.pyfunc.PythonModel):
         self.modes = FailureModes.load_optional(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        batch = {k: np.asarray(model_input[k].tolist()) for k in ("prediction", "logits", "features", "vlm_embedding")}
+        columns = ("prediction", "logits", "features") + (("vlm_embedding",) if self.filter.needs_vlm else ())
+        batch = {k: np.asarray(model_input[k].tolist()) for k in columns}
         return pd.DataFrame(self.filter.verdicts(batch) | (self.modes.nearest(batch) if self.modes else {}))
 
 
