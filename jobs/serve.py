@@ -73,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ray import serve
 
     from conceptlens.pipeline.raydata import init_ray
-    from conceptlens.pipeline.runs import Progress
-    from conceptlens.serve.app import bearer_token, build_app
+    from conceptlens.serve.app import bearer_token, build_app, replica_cpus
+    from conceptlens.serve.startup import PendingWatcher
 
     try:
         bearer_token(s.token_env, s.allow_anonymous)  # fail closed before Ray starts (an open endpoint logs a warning)
@@ -82,15 +82,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conceptlens serve: {err}", file=sys.stderr)
         return 2
 
-    starting = Progress(f"serve: starting Ray Serve and the replicas of {bundle}")  # a line every 10 s until up
-    with starting:
-        init_ray(cfg.ray)
-        serve.start(http_options={"host": s.host, "port": s.port})
+    start = time.monotonic()
+    print(f"serve: starting Ray Serve and the replicas of {bundle}", flush=True)
+    init_ray(cfg.ray)
+    serve.start(http_options={"host": s.host, "port": s.port})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly under a process manager too
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even where the shell started us ignoring it
     try:
-        with starting:
-            serve.run(build_app(cfg), name="conceptlens", route_prefix="/")
+        app = build_app(cfg)
+        asks = {"CPU": replica_cpus(s), "GPU": s.num_gpus}
+        print(f"serve: {s.min_replicas}-{s.max_replicas} replicas of {asks['CPU']:g} CPU"
+              + (f", {s.num_gpus:g} GPU" if s.num_gpus else "") + " each (serve.num_cpus, serve.num_gpus)", flush=True)
+        with PendingWatcher("conceptlens", asks, lambda line: print(line, flush=True)):  # a line when it changes
+            serve.run(app, name="conceptlens", route_prefix="/")
+        print(f"serve: ready in {time.monotonic() - start:.1f} s (Ray, Serve and the replicas)", flush=True)
         print(usage(cfg), flush=True)
         while True:
             time.sleep(3600)

@@ -284,10 +284,11 @@ def test_no_token_refuses_to_start_unless_anonymous_is_allowed(run_root, demo_co
     runs, also for `serve deploy`) refuse an unset or empty token, naming the variable and the way out."""
     from conceptlens.config import load_config
     from conceptlens.jobs import serve as job
-    from conceptlens.serve.app import Ingress, build_app
+    from conceptlens.serve.app import FilterModel, build_app
 
     env, why = "CONCEPTLENS_TEST_NO_TOKEN", r"CONCEPTLENS_TEST_NO_TOKEN .*serve\.allow_anonymous=true"
-    ingress = Ingress.func_or_class.__bases__[0]  # the class under Serve's ingress wrapper
+    ingress = FilterModel.func_or_class.__bases__[0]  # the class under Serve's ingress wrapper
+    bundle = str(run_root / "demo" / "monitor" / "bundle")
     cfg = load_config([demo_config], [f"run.root={run_root}", "run.device=cpu"])
     for value in (None, ""):
         if value is None:
@@ -297,14 +298,14 @@ def test_no_token_refuses_to_start_unless_anonymous_is_allowed(run_root, demo_co
         cfg.serve = ServeConfig(token_env=env)
         with pytest.raises(ValueError, match=why):
             build_app(cfg)
-        with pytest.raises(ValueError, match=why):
-            ingress(None, {"token_env": env, "allow_anonymous": False})
+        with pytest.raises(ValueError, match=why):  # before any model is loaded
+            ingress(bundle, None, "cpu", {"token_env": env, "allow_anonymous": False})
         capsys.readouterr()
         assert job.main(["--config", demo_config, f"run.root={run_root}", f"serve.token_env={env}"]) == 2
         assert re.search(why, capsys.readouterr().err)
     cfg.serve = ServeConfig(token_env=env, allow_anonymous=True)
     build_app(cfg)  # an open endpoint (test_user_data serves one), with a warning
-    assert ingress(None, {"token_env": env, "allow_anonymous": True}).token is None
+    assert ingress(bundle, None, "cpu", {"token_env": env, "allow_anonymous": True}).token is None
 
 
 def test_bad_input_is_a_4xx_and_the_replica_keeps_serving(served, images):
@@ -372,7 +373,7 @@ def test_config_files_agree():
     service = yaml.safe_load(yaml.safe_load((REPO / "infra" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"])
     apps = [ServeDeploySchema.model_validate(c).applications[0] for c in (local, service)]
     assert apps[0].import_path == apps[1].import_path == "conceptlens.serve.app:app_builder"
-    assert [d.name for d in apps[0].deployments] == [d.name for d in apps[1].deployments] == ["FilterModel", "Ingress"]
+    assert [d.name for d in apps[0].deployments] == [d.name for d in apps[1].deployments] == ["FilterModel"]
     assert set(apps[0].args["serve"]) == set(apps[1].args["serve"])
     for app in apps:
         assert set(app.deployments[0].user_config) == set(USER_CONFIG_KEYS)
@@ -383,14 +384,13 @@ def deployment(config: dict, name: str) -> dict:
 
 
 def serve_config(url: str, demo_config: str, overrides: list[str]) -> dict:
-    """serve/config.yaml as `serve deploy` takes it, on the test's port, one small replica of each deployment."""
+    """serve/config.yaml as `serve deploy` takes it, on the test's port, one small replica."""
     config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1])}
     app = config["applications"][0]
     app["args"]["config"] = [demo_config]
     app["args"]["overrides"] = overrides
-    for name in ("FilterModel", "Ingress"):
-        deployment(config, name)["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
+    deployment(config, "FilterModel")["autoscaling_config"] |= {"min_replicas": 1, "max_replicas": 1}
     deployment(config, "FilterModel")["ray_actor_options"]["num_cpus"] = 0.5
     return config
 
