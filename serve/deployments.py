@@ -31,6 +31,7 @@ logger = logging.getLogger("ray.serve")
 # and the README publish anyway, and nothing of a bundle (classes, concepts, thresholds) or of any data; the
 # bearer token guards what runs the models (/predict, /classify). /healthz is public too ({"status": "ok"}).
 DOCS_URL, OPENAPI_URL = "/docs", "/openapi.json"
+INLINE_DECODE_BYTES = 64 * 1024  # bodies up to this size are parsed and decoded on the event loop, larger in a thread
 
 api = FastAPI(title="ConceptLens runtime filter", docs_url=DOCS_URL, openapi_url=OPENAPI_URL, redoc_url=None,
               description="Flags images the classifier likely gets wrong or that are likely adversarial, "
@@ -81,8 +82,10 @@ class FilterModel:
     async def _images(self, request: Request, credentials) -> list:
         authorize(self.token, credentials)
         body = await read_body(request, self.limits["max_request_bytes"])
-        return await asyncio.to_thread(decode_all, body, request.headers.get("content-type", ""),
-                                       self.model.image_size, self.limits)
+        args = (body, request.headers.get("content-type", ""), self.model.image_size, self.limits)
+        if len(body) <= INLINE_DECODE_BYTES:  # a thread hop costs more than parsing and decoding a small body
+            return decode_all(*args)
+        return await asyncio.to_thread(decode_all, *args)
 
     async def _ask(self, method: str, images: list) -> list:
         call = getattr(self.model, method)

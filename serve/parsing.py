@@ -70,8 +70,8 @@ def _from_json(body: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
-def _from_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
-    # the standard library's MIME parser: no python-multipart dependency, binary-safe
+def _multipart_by_email(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
+    # the standard library's MIME parser: no python-multipart dependency, binary-safe, tolerant (bare LF lines)
     message = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") +
                                                           b"\r\n\r\n" + body)
     if not message.is_multipart():
@@ -81,6 +81,58 @@ def _from_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
         if part.get_param("name", header="content-disposition") == "files":
             out.append((part.get_filename() or f"files[{len(out)}]", part.get_payload(decode=True) or b""))
     return out
+
+
+def _part(piece: bytes) -> tuple[Message, bytes] | None:
+    """One part of a well-formed (CRLF) multipart body after its delimiter: its headers and content, or None."""
+    piece = piece.lstrip(b" \t")  # transport padding after the delimiter
+    if not piece.startswith(b"\r\n"):
+        return None
+    head, found, content = piece[2:].partition(b"\r\n\r\n")
+    if not found:
+        head, content = (b"", piece[4:]) if piece.startswith(b"\r\n\r\n") else (None, b"")
+        if head is None:
+            return None
+    headers = Message()  # compat32 parameters, RFC 2231 filenames included
+    for line in head.decode("utf-8", "surrogateescape").split("\r\n") if head else ():
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip() or name != name.strip():
+            return None  # a folded or odd header line: left to the full parser
+        headers[name] = value.strip()
+    return headers, content
+
+
+def _multipart_fast(body: bytes, boundary: str) -> list[tuple[str, bytes]] | None:
+    """The ``files`` parts of a well-formed multipart/form-data body (CRLF lines, as clients send), split on the
+    boundary in linear time; None when the body is not that simple (then :func:`_multipart_by_email` reads it)."""
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    pieces = (b"\r\n" + body).split(delimiter)
+    if len(pieces) < 3 or not pieces[-1].startswith(b"--"):  # preamble, parts, close delimiter
+        return None
+    out = []
+    for piece in pieces[1:-1]:
+        parsed = _part(piece)
+        if parsed is None:
+            return None
+        headers, content = parsed
+        if headers.get_param("name", header="content-disposition") != "files":
+            continue
+        encoding = str(headers.get("content-transfer-encoding", "")).strip().lower()
+        if encoding not in ("", "binary", "8bit", "7bit"):
+            return None  # base64 or quoted-printable parts (deprecated in form data): the full parser decodes them
+        out.append((headers.get_filename() or f"files[{len(out)}]", content))
+    return out
+
+
+def _from_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    if isinstance(boundary, str) and 0 < len(boundary) <= 200:
+        found = _multipart_fast(body, boundary)
+        if found is not None:
+            return found
+    return _multipart_by_email(body, content_type)
 
 
 def parse_images(body: bytes, content_type: str, max_images: int) -> list[tuple[str, bytes]]:

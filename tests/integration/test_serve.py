@@ -367,7 +367,7 @@ def test_config_files_agree():
     """serve/config.yaml and the RayService's serveConfigV2 are valid Serve configs of the same application."""
     from ray.serve.schema import ServeDeploySchema
 
-    from conceptlens.serve.app import USER_CONFIG_KEYS
+    from conceptlens.serve.app import REPLICA_ENV, USER_CONFIG_KEYS
 
     local = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
     service = yaml.safe_load(yaml.safe_load((REPO / "infra" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"])
@@ -377,6 +377,7 @@ def test_config_files_agree():
     assert set(apps[0].args["serve"]) == set(apps[1].args["serve"])
     for app in apps:
         assert set(app.deployments[0].user_config) == set(USER_CONFIG_KEYS)
+        assert app.deployments[0].ray_actor_options.runtime_env["env_vars"] == REPLICA_ENV  # as build_app sets it
 
 
 def deployment(config: dict, name: str) -> dict:
@@ -461,3 +462,28 @@ def test_a_registered_filter_travels_with_a_copy_of_the_store(url, run_root, ima
         assert_agrees(r.json()["predictions"], reference, range(len(images)))
     finally:
         away.rename(run_root)
+
+
+def test_a_replica_that_cannot_be_scheduled_is_named_in_one_line(url, run_root, demo_config):
+    """An app whose replica asks more CPUs than Ray has: while it waits, the watcher of `conceptlens serve` says so in
+    one line (printed once, not per poll), naming what a replica asks and what Ray has free."""
+    from ray import serve
+    from ray.serve.api import _run  # serve.run without waiting for the app to run (it never will)
+
+    from conceptlens.config import load_config
+    from conceptlens.serve.app import build_app, replica_cpus
+    from conceptlens.serve.startup import PendingWatcher
+
+    cfg = load_config([demo_config], [f"run.root={run_root}", "run.device=cpu"])
+    cfg.serve = ServeConfig(min_replicas=1, max_replicas=1, num_cpus=3.0)
+    lines: list[str] = []
+    with PendingWatcher("unschedulable", {"CPU": replica_cpus(cfg.serve)}, lines.append, every=0.5):
+        _run(build_app(cfg), name="unschedulable", route_prefix="/unschedulable", _blocking=False)
+        deadline = time.time() + 30
+        while not any("not enough" in line for line in lines) and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # more polls, the same state: no more lines
+    serve.delete("unschedulable")
+    waiting = [line for line in lines if "not enough" in line]
+    assert len(waiting) == 1, lines
+    assert "FilterModel" in waiting[0] and "asks CPU 3" in waiting[0] and "free of CPU 2" in waiting[0]
