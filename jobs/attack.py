@@ -58,7 +58,7 @@ def settings(cfg: Config, source: pa.Table) -> dict:
     a = cfg.attack
     return {"attack.attacks": list(a.attacks), "attack.epsilons": [float(e) for e in a.epsilons],
             "attack.steps": a.steps, "attack.splits": list(a.splits), "attack.rows_per_split": a.rows_per_split,
-            "attack.seed": a.seed, "data.image_size": cfg.data.image_size, **model_spec(cfg).fingerprint(),
+            "attack.seed": a.seed, "attack.precision": a.precision, "data.image_size": cfg.data.image_size, **model_spec(cfg).fingerprint(),
             "rows": rows_digest(source)}
 
 
@@ -85,7 +85,7 @@ def generate(cfg: Config, out: Path) -> pa.Table:
     init_ray(cfg.ray)
     tables: list[pa.Table] = []
     attacker = functools.partial(Attacker.for_spec, model_spec(cfg), configs, steps=cfg.attack.steps,
-                                 seed=cfg.attack.seed, device=cfg.run.device)
+                                 seed=cfg.attack.seed, device=cfg.run.device, precision=cfg.attack.precision)
     with Progress("attack", rows.num_rows * len(configs)) as progress:  # speaks while a batch's attacks run, too
         for batch in map_images(rows, attacker, cfg.embed, batch_size=cfg.attack.batch_size,
                                 image_size=cfg.data.image_size):

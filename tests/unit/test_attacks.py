@@ -106,3 +106,16 @@ def test_bad_arguments_raise_value_errors(trained):
     with pytest.raises(ValueError):
         attack_images(model, x, y, "pgd", -0.1)
     assert torch.equal(attack_images(model, x, y, "pgd", 0.0), x)
+
+
+def test_bf16_attacks_stay_in_budget_and_hurt_like_fp32(trained):
+    """Mixed precision changes how gradients are computed, not what an attack achieves: the float32 image, its
+    budget and (for PGD and APGD, which step on gradient signs) the damage stay."""
+    model, x, y = trained
+    for attack in ("fgsm", "pgd", "apgd"):
+        full = attack_images(model, x, y, attack, 8 / 255, steps=10)
+        mixed = attack_images(model, x, y, attack, 8 / 255, steps=10, precision="bf16")
+        assert mixed.dtype == x.dtype and (mixed - x).abs().max() <= 8 / 255 + 1e-6
+        assert abs(accuracy(model, mixed, y) - accuracy(model, full, y)) <= 0.05, attack
+    with pytest.raises(ValueError, match="unknown precision"):
+        attack_images(model, x, y, "pgd", 8 / 255, precision="half")

@@ -29,7 +29,7 @@ Log = Callable[[str], None]
 # Bumped whenever generation or scenario semantics change, so cached worlds and classifiers are rebuilt.
 WORLD_VERSION = {"world_version": 2}
 # Bumped whenever a training recipe changes, so cached models are retrained.
-RECIPE_VERSION = {"recipe_version": 2}
+RECIPE_VERSION = {"recipe_version": 3}
 
 
 def scenarios_of(cfg: Config) -> list[Scenario]:

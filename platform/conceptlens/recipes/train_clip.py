@@ -16,7 +16,6 @@ towers do not pick shape up at all in minutes. The recipe therefore has two phas
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from conceptlens.config import TrainConfig, VLMConfig
 from conceptlens.pipeline.runs import Progress
 from conceptlens.recipes.data import counted, minibatches, to_float
+from conceptlens.recipes.loop import train_loop
 from conceptlens.world.vocabulary import ATTRIBUTE_GROUPS, CLASSES, caption
 
 Log = Callable[[str], None]
@@ -55,34 +55,6 @@ def _supervised(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> torc
     return (class_ce + sum(attribute_ce) / len(attribute_ce)) / 2
 
 
-def _loop(name: str, n: int, tc: TrainConfig, params, step: Callable[[torch.Tensor], torch.Tensor],
-          seed: int, log: Log) -> dict:
-    """AdamW + one-cycle over shuffled minibatches of ``range(n)``; ``step(idx)`` returns the loss. Says how far it
-    is every 10 s and at each epoch's end (with its mean loss and the time left)."""
-    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * -(-n // tc.batch_size),
-                                                pct_start=0.15)
-    gen, start, epoch = torch.Generator().manual_seed(seed), time.time(), 0
-    progress = Progress(name, tc.epochs * n, unit="samples", log=log)
-    for epoch in range(1, tc.epochs + 1):
-        total = 0.0
-        batches = minibatches(n, tc.batch_size, gen)
-        for i, idx in enumerate(batches, 1):
-            loss = step(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            progress.update(len(idx), note=f"epoch {epoch}/{tc.epochs}, loss {total / n:.3f}"
-                            if i == len(batches) else None)
-        elapsed = time.time() - start
-        if elapsed > tc.max_minutes * 60 and epoch < tc.epochs:
-            log(f"{name}: stopping after {epoch} epochs, over max_minutes={tc.max_minutes}")
-            break
-    return {"epochs": epoch, "loss": total / n, "seconds": time.time() - start}
-
-
 def pretrain_vision(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
                     tc: TrainConfig, *, device: torch.device, seed: int = 0, log: Log = print) -> dict:
     """Phase 1: supervised training of ``vlm.model.visual`` with throwaway linear heads."""
@@ -95,11 +67,12 @@ def pretrain_vision(vlm, images: torch.Tensor, labels: np.ndarray, attributes: d
         x = to_float(images[idx], device)
         flip = torch.rand(len(x), device=device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        emb = visual(vlm.normalize(x))
+        emb = visual(vlm.normalize(x).contiguous(memory_format=torch.channels_last))
         return _supervised([h(emb) for h in heads], [t[idx].to(device) for t in targets.values()])
 
-    info = _loop("tiny CLIP vision pre-training", len(images), tc, [*visual.parameters(), *heads.parameters()],
-                 step, seed, log)
+    visual.to(memory_format=torch.channels_last)
+    info = train_loop("tiny CLIP vision pre-training", len(images), tc, [*visual.parameters(), *heads.parameters()],
+                      step, device=device, seed=seed, log=log, pct_start=0.15)
     visual.eval()
     return info
 
@@ -132,7 +105,8 @@ def align_text(vlm, image_embeddings: torch.Tensor, labels: np.ndarray, attribut
         supervised = _supervised([scale * img @ p.T for p in prompt_emb], [t[idx].to(device) for t in targets.values()])
         return contrastive + cfg.aux_weight * supervised
 
-    info = _loop("tiny CLIP text alignment", len(emb), cfg.align, params, step, seed, log)
+    info = train_loop("tiny CLIP text alignment", len(emb), cfg.align, params, step, device=device, seed=seed, log=log,
+                      pct_start=0.15)
     model.eval()
     return info
 

@@ -16,6 +16,8 @@ from typing import Iterator
 
 import torch
 
+from conceptlens.models.device import autocast, resolve_precision
+
 __all__ = ["ATTACKS", "attack_images", "success_rate"]
 
 ATTACKS = ("fgsm", "pgd", "apgd")
@@ -62,20 +64,23 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor, eps: float, steps:
 
 
 def attack_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: str,
-                  eps: float, *, steps: int = 10, seed: int = 0) -> torch.Tensor:
+                  eps: float, *, steps: int = 10, seed: int = 0, precision: str = "fp32") -> torch.Tensor:
     """Adversarial versions of ``images`` float (N, C, H, W) in [0, 1] against the true ``labels``
     int (N,): float in [0, 1], same shape, dtype and device, with ``|adv - images| <= eps``.
+    ``precision`` ``bf16`` (or ``auto`` where the device computes bfloat16 fast): the model's forward and backward passes in bfloat16 autocast (the gradients' signs, all
+    that FGSM and PGD step on, barely change; the image and its budget stay float32).
 
     Deterministic given ``seed``; the caller's global RNG state, the model's train/eval mode and
     its parameters' ``requires_grad`` are left as they were."""
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
     _check_inputs(images, labels, eps, steps)
+    precision = resolve_precision(precision, images.device)
     if eps == 0 or images.numel() == 0:
         return images.detach().clone()
     devices = [images.device] if images.device.type == "cuda" else []
     # forking keeps the attack's random start from shifting the caller's random stream
-    with torch.random.fork_rng(devices=devices), _frozen_eval(model):
+    with torch.random.fork_rng(devices=devices), _frozen_eval(model), autocast(precision, images.device):
         torch.manual_seed(seed)
         atk = _build(model, attack, float(eps), int(steps), seed)
         adv = atk(images.detach().float(), labels.detach().long())
@@ -111,7 +116,7 @@ class Attacker:
     """
 
     def __init__(self, classifier: torch.nn.Module, configs: list[tuple[str, float]], *, steps: int = 10,
-                 seed: int = 0, device: str | torch.device = "cpu"):
+                 seed: int = 0, device: str | torch.device = "cpu", precision: str = "fp32"):
         unknown = sorted({a for a, _ in configs} - set(ATTACKS))
         if unknown:
             raise ValueError(f"unknown attack(s) {unknown}; valid attacks: {', '.join(ATTACKS)}")
@@ -119,14 +124,16 @@ class Attacker:
         self.classifier = classifier.to(device).eval().to(memory_format=torch.channels_last)
         self.configs = list(configs)
         self.steps, self.seed, self.device = steps, seed, torch.device(device)
+        self.precision = precision
 
     @classmethod
     def for_spec(cls, spec, configs: list[tuple[str, float]], *, steps: int = 10, seed: int = 0,
-                 device: str = "auto") -> "Attacker":
+                 device: str = "auto", precision: str = "fp32") -> "Attacker":
         """An attacker on the classifier a :class:`conceptlens.models.ModelSpec` names (for a worker to build)."""
         from conceptlens.models import resolve_device
 
-        return cls(spec.classifier(), configs, steps=steps, seed=seed, device=resolve_device(device))
+        return cls(spec.classifier(), configs, steps=steps, seed=seed, device=resolve_device(device),
+                   precision=precision)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -138,7 +145,8 @@ class Attacker:
         clean = _predict(self.classifier, x).cpu().numpy() if len(x) else np.zeros(0, np.int64)
         parts = []
         for attack, eps in self.configs:
-            adv = attack_images(self.classifier, x, y, attack, eps / 255, steps=self.steps, seed=self.seed) if len(x) else x
+            adv = attack_images(self.classifier, x, y, attack, eps / 255, steps=self.steps, seed=self.seed,
+                                precision=self.precision) if len(x) else x
             stored = (adv * 255).round().to(torch.uint8)
             parts.append(keep | {"image": stored.permute(0, 2, 3, 1).cpu().numpy(),
                                  "attack": np.full(len(x), attack, dtype=object),
