@@ -487,3 +487,42 @@ def test_a_replica_that_cannot_be_scheduled_is_named_in_one_line(url, run_root, 
     waiting = [line for line in lines if "not enough" in line]
     assert len(waiting) == 1, lines
     assert "FilterModel" in waiting[0] and "asks CPU 3" in waiting[0] and "free of CPU 2" in waiting[0]
+
+
+def test_an_aligned_filter_is_served_without_the_vlm(url, run_root, images, reference, demo_config, tmp_path):
+    """The demo's filter refitted with concepts_from aligned, bundled and served as its own app: the replica never
+    builds the VLM, and its answers over HTTP are the aligned filter's on the classifier's columns in this process."""
+    from ray import serve
+
+    from conceptlens.config import load_config
+    from conceptlens.jobs.monitor import load_filter, read_adversarial
+    from conceptlens.pipeline.shards import read_rows
+    from conceptlens.runtime.bundle import bundle_models, save_bundle
+    from conceptlens.serve.app import build_app
+
+    run = run_root / "demo"
+    cfg = load_config([demo_config], [f"run.root={run_root}", "run.device=cpu"])
+    calib = read_rows(run / "embed" / "embeddings", ["calib"], ["id"])
+    adversarial, _ = read_adversarial(run / "attack" / "embeddings")
+    filt = load_filter(run / "analyze", "aligned").fit(calib, adversarial["calib"] if adversarial else None,
+                                                       fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge,
+                                                       seed=cfg.monitor.seed)
+    spec, size = bundle_models(run / "monitor" / "bundle")
+    bundle = save_bundle(filt, tmp_path / "aligned", spec, image_size=size, run="demo")
+    cfg.serve = ServeConfig(bundle=str(bundle), min_replicas=1, max_replicas=1, num_cpus=0.5)
+    serve.run(build_app(cfg), name="aligned", route_prefix="/aligned")
+    try:
+        info = serve.get_deployment_handle("FilterModel", "aligned").info.remote().result(timeout_s=30)
+        assert info["concepts_from"] == "aligned" and info["models"]["vlm"] is None
+        files = [("files", (name, data, "image/png")) for name, data in images]
+        r = requests.post(f"{url}/aligned/predict", files=files, headers=AUTH, timeout=60)
+        assert r.status_code == 200, r.text
+        classifier_only = {k: v for k, v in reference["columns"].items() if k != "vlm_embedding"}
+        expected = judge(filt, classifier_only)
+        answers = r.json()["predictions"]
+        assert [a["verdict"] for a in answers] == [e["verdict"] for e in expected]
+        for a, e in zip(answers, expected):
+            assert a["label"] == e["label"]
+            assert a["scores"] == pytest.approx(e["scores"], abs=1e-4)
+    finally:
+        serve.delete("aligned")
