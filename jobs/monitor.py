@@ -3,7 +3,9 @@
 Reads this run's clean embeddings (``embed``), adversarial embeddings (``attack``; without them the
 filter detects misclassification only and adversarial detection is off), concept analysis (``analyze``) and,
 when they ran, the root causes (``rootcause``) and their sentences (``explain``), which the alerts name.
-Fits the filter on ``calib`` in folds by source image, the unsupervised baselines (max softmax, energy,
+Fits the filter (its concept signals from ``monitor.concepts_from``: ``vlm``, the aligned encoder features and
+the VLM's image embedding, which serving then computes per request; ``aligned``, the aligned encoder features
+alone, so serving runs the classifier only; the bundle records which) on ``calib`` in folds by source image, the unsupervised baselines (max softmax, energy,
 Mahalanobis, relative Mahalanobis, k-NN) and the stacked supervised baseline, and evaluates everything on
 ``test``: misclassification, adversarial detection per attack and ε (attacks that flipped a correct
 prediction), unseen attacks (heads fitted without a family or an ε), false alarms at the deployed thresholds,

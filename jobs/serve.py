@@ -8,7 +8,10 @@ image the label, the verdict (accept / likely-misclassified / likely-adversarial
 the concepts behind it; ``/classify`` the bare classifier; ``/healthz``; docs at ``/docs``. Set the
 bearer token in the environment variable ``serve.token_env`` (CONCEPTLENS_TOKEN) before starting;
 without it serve refuses to start, unless ``serve.allow_anonymous=true`` (an open endpoint, with a
-warning). For a cluster, deploy serve/config.yaml (``serve deploy``) or
+warning). A bundle whose filter reads its concepts from the aligned encoder features (``monitor.concepts_from:
+aligned``) is served by the classifier alone, without the VLM's image tower. Each replica asks for
+``serve.num_cpus`` (unset: Ray's CPUs / ``serve.max_replicas``, at most 1); while replicas start, one line says
+what is pending and why, each time that changes. For a cluster, deploy serve/config.yaml (``serve deploy``) or
 infra/rayservice.yaml instead.
 """
 from __future__ import annotations
