@@ -75,7 +75,7 @@ def mlflow_cli():
             try:
                 if requests.get(f"{url}/health", timeout=2).ok:
                     return url
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting on a loaded machine
                 pass
             assert proc.poll() is None and time.time() < deadline, f"mlflow {command[0]} did not start"
             time.sleep(0.5)

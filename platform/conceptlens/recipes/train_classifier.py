@@ -19,7 +19,7 @@ def fit(model: torch.nn.Module, images: torch.Tensor, loss_of: Callable[[torch.T
     (``uint8 (N, 3, H, W)``, made float in [0, 1], randomly flipped left-right: the only augmentation), weights and
     inputs channels-last (faster convolutions on CPU); ``loss_of(x, idx)`` is the loss of the batch ``x`` of rows
     ``idx``. Returns the loop's record (epochs, last epoch's mean loss, seconds, precision); the model is left in
-    eval mode.
+    eval mode, its weights contiguous again.
     """
     model.to(device).to(memory_format=torch.channels_last).train()
     flips = torch.Generator().manual_seed(seed + 1)
@@ -32,7 +32,7 @@ def fit(model: torch.nn.Module, images: torch.Tensor, loss_of: Callable[[torch.T
 
     info = train_loop(name, len(images), cfg, model.parameters(), step, device=device, seed=seed, log=log,
                       unit="images")
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()  # checkpoints in the layout everyone expects
     return info
 
 

@@ -73,7 +73,7 @@ def pretrain_vision(vlm, images: torch.Tensor, labels: np.ndarray, attributes: d
     visual.to(memory_format=torch.channels_last)
     info = train_loop("tiny CLIP vision pre-training", len(images), tc, [*visual.parameters(), *heads.parameters()],
                       step, device=device, seed=seed, log=log, pct_start=0.15)
-    visual.eval()
+    visual.to(memory_format=torch.contiguous_format).eval()
     return info
 
 
