@@ -15,12 +15,13 @@ Log = Callable[[str], None]
 
 
 def train_loop(name: str, n: int, tc: TrainConfig, params, step: Callable[[torch.Tensor], torch.Tensor], *,
-               device: torch.device, seed: int = 0, log: Log = print, pct_start: float = 0.2,
+               device: torch.device | str, seed: int = 0, log: Log = print, pct_start: float = 0.2,
                unit: str = "samples", precision: str | None = None) -> dict:
     """AdamW with a one-cycle schedule over seeded shuffled minibatches of ``range(n)``; ``step(idx)`` returns the
     batch's loss, computed in ``precision`` (default ``tc.precision``; see :func:`resolve_precision`). Says how far
     it is every 10 s and at each epoch's end (with its mean loss and the time left). Stops early, and says so,
     after ``tc.max_minutes``. Returns ``{"epochs", "loss" (last epoch's mean), "seconds", "precision"}``."""
+    device = torch.device(device)
     precision = resolve_precision(precision or tc.precision, device)
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * -(-n // tc.batch_size),

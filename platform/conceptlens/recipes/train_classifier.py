@@ -13,7 +13,7 @@ from conceptlens.recipes.loop import train_loop
 
 
 def fit(model: torch.nn.Module, images: torch.Tensor, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        cfg: TrainConfig, *, device: torch.device, seed: int = 0, log: Callable[[str], None] = print,
+        cfg: TrainConfig, *, device: torch.device | str, seed: int = 0, log: Callable[[str], None] = print,
         name: str = "model") -> dict:
     """Train ``model`` with :func:`~conceptlens.recipes.loop.train_loop` on minibatches of ``images``
     (``uint8 (N, 3, H, W)``, made float in [0, 1], randomly flipped left-right: the only augmentation), weights and
