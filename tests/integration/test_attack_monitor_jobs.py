@@ -7,8 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conceptlens.runtime.registered import load_bundle
+import torch
+
+from conceptlens.runtime.adaptive import TorchFilter
 from conceptlens.runtime.filter import ConceptFilter
+from conceptlens.runtime.registered import load_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +124,21 @@ def test_an_adaptive_attack_is_run_and_reported_as_it_comes(run):
     assert adaptive["eps8"]["success_vs_classifier"] > 0.9
     assert adaptive["eps8"]["filter_auroc"] < adaptive["eps8"]["pgd_filter_auroc"]
     assert adaptive["eps8"]["success_vs_filter"] > adaptive["eps8"]["pgd_success_vs_filter"]
+
+
+def test_the_adaptive_attacks_torch_filter_matches_the_demo_bundle(run):
+    """The white-box attack differentiates through a torch copy of the filter: on the demo's bundle and its own
+    clean and attacked rows it gives the NumPy filter's signals and head scores."""
+    filt = ConceptFilter.load(run / "monitor" / "bundle")
+    keys = ("prediction", "logits", "features", "vlm_embedding")
+    for table in (run / "embed" / "embeddings", run / "attack" / "embeddings"):
+        rows = pq.read_table(table, columns=list(keys)).slice(0, 64)
+        batch = {k: np.stack(rows[k].to_numpy(zero_copy_only=False)) for k in keys}
+        with torch.no_grad():
+            out = TorchFilter(filt)(*(torch.as_tensor(batch[k]) for k in keys[1:]))
+        np.testing.assert_array_equal(out["prediction"].numpy(), batch["prediction"])
+        np.testing.assert_allclose(out["signals"].numpy(), filt.signals(batch), rtol=1e-5, atol=1e-4)
+        scores = filt.score_all(batch)
+        assert list(out["scores"]) == list(scores)
+        for head in scores:
+            np.testing.assert_allclose(out["scores"][head].numpy(), scores[head], atol=1e-4)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,18 +18,6 @@ from conceptlens.runtime.bundle import save_bundle
 from conceptlens.runtime.filter import SIGNALS, ConceptFilter
 from conceptlens.semantic import Aligner, unit
 from test_runtime_filter import make_filter, world
-
-BUNDLES = (Path("/tmp/xb_bundle"), Path("/tmp/x/demo/monitor/bundle"))  # fitted demo bundles, on some machines
-
-
-def demo_bundle() -> Path | None:
-    """The first of :data:`BUNDLES` made with this version's signals, if any."""
-    for folder in BUNDLES:
-        info = folder / "filter.json"
-        if info.is_file() and json.loads(info.read_text()).get("signals") == list(SIGNALS):
-            return folder
-    return None
-
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -140,18 +127,6 @@ def test_torch_filter_matches_the_numpy_filter(setup):
     batch = world(200, 3)
     batch["prediction"] = batch["logits"].argmax(1)  # served predictions are the argmax of the logits
     assert_parity(one_head, batch)
-
-
-@pytest.mark.skipif(demo_bundle() is None, reason="no demo bundle of this version's signals on this machine")
-def test_torch_filter_matches_the_demo_bundle():
-    filt = ConceptFilter.load(demo_bundle())
-    rng = np.random.default_rng(0)
-    n, (k, e), d = 64, filt.classes.shape, filt.gaussians["means"].shape[1]
-    logits = rng.normal(scale=3, size=(n, k)).astype(np.float32)
-    vlm = rng.normal(size=(n, e)).astype(np.float32)
-    assert_parity(filt, {"prediction": logits.argmax(1), "logits": logits,
-                         "features": np.abs(rng.normal(size=(n, d))).astype(np.float32),
-                         "vlm_embedding": vlm / np.linalg.norm(vlm, axis=1, keepdims=True)})
 
 
 def test_every_signal_has_a_torch_version_and_an_unknown_one_is_named(setup):
