@@ -7,11 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import torch
-
-from conceptlens.runtime.adaptive import TorchFilter
 from conceptlens.runtime.filter import ConceptFilter
 from conceptlens.runtime.registered import load_bundle
+from filter_parity import MODEL_COLUMNS, assert_parity  # tests/filter_parity.py (tests/ is on sys.path: conftest)
 
 pytestmark = pytest.mark.slow
 
@@ -130,15 +128,6 @@ def test_the_adaptive_attacks_torch_filter_matches_the_demo_bundle(run):
     """The white-box attack differentiates through a torch copy of the filter: on the demo's bundle and its own
     clean and attacked rows it gives the NumPy filter's signals and head scores."""
     filt = ConceptFilter.load(run / "monitor" / "bundle")
-    keys = ("prediction", "logits", "features", "vlm_embedding")
     for table in (run / "embed" / "embeddings", run / "attack" / "embeddings"):
-        rows = pq.read_table(table, columns=list(keys)).slice(0, 64)
-        batch = {k: np.stack(rows[k].to_numpy(zero_copy_only=False)) for k in keys}
-        with torch.no_grad():
-            out = TorchFilter(filt)(*(torch.as_tensor(batch[k]) for k in keys[1:]))
-        np.testing.assert_array_equal(out["prediction"].numpy(), batch["prediction"])
-        np.testing.assert_allclose(out["signals"].numpy(), filt.signals(batch), rtol=1e-5, atol=1e-4)
-        scores = filt.score_all(batch)
-        assert list(out["scores"]) == list(scores)
-        for head in scores:
-            np.testing.assert_allclose(out["scores"][head].numpy(), scores[head], atol=1e-4)
+        rows = pq.read_table(table, columns=["prediction", *MODEL_COLUMNS]).slice(0, 64)
+        assert_parity(filt, {k: np.stack(rows[k].to_numpy(zero_copy_only=False)) for k in rows.column_names})

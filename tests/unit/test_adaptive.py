@@ -17,6 +17,7 @@ from conceptlens.runtime.attacks import attack_images
 from conceptlens.runtime.bundle import save_bundle
 from conceptlens.runtime.filter import SIGNALS, ConceptFilter
 from conceptlens.semantic import Aligner, unit
+from filter_parity import assert_parity  # tests/filter_parity.py (tests/ is on sys.path: conftest)
 from test_runtime_filter import make_filter, world
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,19 +102,6 @@ def setup():
                          {}, {}, [f"c{i}" for i in range(5)], ["r", "g", "b"]).fit(clean, adversarial)
     test_x, test_y = images(96, 2)
     return classifier, vlm, filt, test_x, test_y
-
-
-def assert_parity(filt: ConceptFilter, batch: dict, out: dict | None = None) -> None:
-    """The torch forward pass (``out``, else run on the batch's model columns) gives the NumPy filter's
-    signals and head scores on ``batch``."""
-    if out is None:
-        out = TorchFilter(filt)(*(torch.as_tensor(batch[k]) for k in ("logits", "features", "vlm_embedding")))
-    np.testing.assert_array_equal(out["prediction"].numpy(), batch["prediction"])
-    np.testing.assert_allclose(out["signals"].numpy(), filt.signals(batch), rtol=1e-5, atol=1e-4)
-    scores = filt.score_all(batch)
-    assert list(out["scores"]) == list(scores)
-    for head in scores:
-        np.testing.assert_allclose(out["scores"][head].numpy(), scores[head], atol=1e-4)
 
 
 def test_torch_filter_matches_the_numpy_filter(setup):
