@@ -67,8 +67,9 @@ def attack_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
                   eps: float, *, steps: int = 10, seed: int = 0, precision: str = "fp32") -> torch.Tensor:
     """Adversarial versions of ``images`` float (N, C, H, W) in [0, 1] against the true ``labels``
     int (N,): float in [0, 1], same shape, dtype and device, with ``|adv - images| <= eps``.
-    ``precision`` ``bf16`` (or ``auto`` where the device computes bfloat16 fast): the model's forward and backward passes in bfloat16 autocast (the gradients' signs, all
-    that FGSM and PGD step on, barely change; the image and its budget stay float32).
+    ``precision`` ``bf16`` (or ``auto`` where the device computes bfloat16 fast): the model's forward and
+    backward passes in bfloat16 autocast (the gradients' signs, all that FGSM and PGD step on, barely change;
+    the image and its budget stay float32).
 
     Deterministic given ``seed``; the caller's global RNG state, the model's train/eval mode and
     its parameters' ``requires_grad`` are left as they were."""
