@@ -6,7 +6,7 @@ from conceptlens.models import concept_groups
 from conceptlens.semantic.aligner import Aligner, AlignerFit, HeldOutR2
 from conceptlens.semantic.analysis import ConceptAnalysis
 from conceptlens.models.concepts import fill, load_concepts
-from conceptlens.semantic.heatmaps import HeatmapAccumulator, benjamini_hochberg, matrix, responsible_concepts, wilson
+from conceptlens.semantic.heatmaps import HeatmapAccumulator, matrix, responsible_concepts
 from conceptlens.semantic.localize import localize
 from conceptlens.semantic.scoring import ConceptScorer
 
@@ -34,19 +34,6 @@ def test_aligner_round_trips(tmp_path):
     a.save(tmp_path / "a.npz")
     b = Aligner.load(tmp_path / "a.npz")
     assert np.array_equal(a.W, b.W) and b.r2 == 0.5
-
-
-def test_benjamini_hochberg_matches_the_textbook_procedure():
-    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan, 0.5])
-    q = benjamini_hochberg(p)
-    # sorted p: 0.005 0.01 0.03 0.04 0.5 (m = 5) -> 0.025 0.025 0.05 0.05 0.5
-    assert np.allclose(q[[3, 0, 2, 1, 5]], [0.025, 0.025, 0.05, 0.05, 0.5]) and np.isnan(q[4])
-
-
-def test_wilson_interval_contains_the_frequency_and_stays_in_0_1():
-    low, high, p = wilson(np.array([0.0, 5.0, 10.0]), np.array([10.0, 10.0, 10.0]))
-    assert np.all(low <= p) and np.all(p <= high) and low.min() >= 0 and high.max() <= 1
-    assert low[1] == pytest.approx(0.2366, abs=1e-3)
 
 
 def planted(n=4000, seed=0):

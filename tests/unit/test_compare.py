@@ -18,16 +18,19 @@ from conceptlens.report.compare_match import causes, match, sentence_words, simi
 from conceptlens.report.compare_page import render_page, summary_text
 from conceptlens.report.compare_runs import RunOutputs, RunRef, client_for, resolve
 from conceptlens.report.compare_stats import (auroc_estimate, change, hanley_mcneil_se, overlap, share_estimate,
-                                              wilson, z_value)
+                                              z_value)
 
 
 # --- intervals and significance -----------------------------------------------------------------------------
 
 def test_wilson_and_hanley_mcneil_match_their_formulas():
     assert z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
-    assert wilson(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)  # the textbook 50/100
-    low, high = wilson(0.0, 10)
-    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.27753, abs=1e-5)  # no failure seen: still an upper bound
+    e = share_estimate(0.5, 100, 0.95)
+    assert (e["low"], e["high"]) == pytest.approx((0.40383, 0.59617), abs=1e-5)  # the textbook 50/100
+    e = share_estimate(0.0, 10, 0.95)
+    assert e["low"] == pytest.approx(0.0, abs=1e-12) and e["high"] == pytest.approx(0.27753, abs=1e-5)  # none seen: still an upper bound
+    with pytest.raises(ValueError, match="compare.confidence"):
+        share_estimate(0.5, 100, 1.0)
     assert hanley_mcneil_se(0.9, 50, 50) == pytest.approx(0.032124, abs=1e-5)  # Hanley & McNeil (1982), by hand
     e = auroc_estimate(0.9, 50, 50)
     assert e["low"] == pytest.approx(0.9 - 1.959964 * 0.032124, abs=1e-4) and e["high"] <= 1.0

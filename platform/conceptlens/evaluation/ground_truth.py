@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
-from conceptlens.semantic import benjamini_hochberg
+from conceptlens.pipeline.stats import bh_qvalues
 from conceptlens.world import ATTRIBUTE_GROUPS, GROUPS, Scenario
 
 NO_TRUTH = "evaluate needs a ConceptWorld run; your own data has no ground truth"
@@ -110,7 +110,7 @@ def truth_heatmap(present: np.ndarray, labels: np.ndarray, predictions: np.ndarr
     p = np.full((k, c), np.nan)
     for i, j in zip(*np.nonzero((n_bad > 0) & (n_good > 0) & np.ones((k, c), bool))):
         p[i, j] = stats.fisher_exact([[a[i, j], b[i, j]], [cc[i, j], d[i, j]]])[1]
-    q = benjamini_hochberg(p)
+    q = bh_qvalues(p)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate_present, rate_absent = a / (a + b), cc / (cc + d)
     return pa.table({

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 from conceptlens.language.bank import SentenceBank
-from conceptlens.semantic import benjamini_hochberg, wilson
+from conceptlens.pipeline.stats import bh_qvalues, wilson
 
 
 @dataclass
@@ -104,8 +104,8 @@ def validate(r: Retrieval, alpha: float) -> dict[str, np.ndarray]:
     """``low``/``high`` (Wilson 95 % of the retrieved error rate), ``p`` (one-sided Fisher), ``q`` (BH over
     all of ``r``'s sentences) and ``validated``."""
     p = np.array([_greater(*x) for x in zip(r.errors, r.retrieved, r.rest_errors, r.rest)])
-    q = benjamini_hochberg(p)
-    low, high, _ = wilson(r.errors.astype(np.float64), r.retrieved.astype(np.float64))
+    q = bh_qvalues(p)
+    low, high = wilson(r.errors.astype(np.float64), r.retrieved.astype(np.float64))
     validated = (np.nan_to_num(q, nan=1.0) <= alpha) & (r.rate > r.rest_rate)
     return {"low": low, "high": high, "p": p, "q": q, "validated": validated}
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from conceptlens.models import concept_groups
-from conceptlens.semantic import benjamini_hochberg
+from conceptlens.pipeline.stats import bh_qvalues
 
 
 def group_softmax(scores: np.ndarray, names: list[str], scale: float) -> np.ndarray:
@@ -72,4 +72,4 @@ def correlate(activations: np.ndarray, scores: np.ndarray, labels: np.ndarray) -
     p = 2 * stats.t.sf(np.abs(r) * np.sqrt(df / (1 - r ** 2)), df)
     half = 1.96 / np.sqrt(max(df - 1, 1))
     z = np.arctanh(r)
-    return NeuronConcepts(r, np.tanh(z - half), np.tanh(z + half), p, benjamini_hochberg(p), n, k)
+    return NeuronConcepts(r, np.tanh(z - half), np.tanh(z + half), p, bh_qvalues(p), n, k)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+from conceptlens.pipeline.stats import wilson
+
 NO_INTERVAL = "no interval"
 
 
@@ -29,17 +31,6 @@ def z_value(confidence: float) -> float:
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def wilson(share: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``share`` observed on ``n`` rows."""
-    if n <= 0:
-        raise ValueError(f"a share needs n > 0 rows, got n={n}")
-    z = z_value(confidence)
-    p = min(max(share, 0.0), 1.0)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def hanley_mcneil_se(auroc: float, n_pos: int, n_neg: int) -> float:
@@ -61,7 +52,8 @@ def share_estimate(share, n, confidence: float) -> dict:
     """An accuracy (or any share) of ``n`` rows with its Wilson interval; no interval without ``n``."""
     if not _finite(share) or not n:
         return estimate(share, n=n, kind="share")
-    low, high = wilson(share, int(n), confidence)
+    z_value(confidence)  # names compare.confidence when it is out of range
+    low, high = (float(x) for x in wilson(min(max(share, 0.0), 1.0) * int(n), int(n), confidence))
     return estimate(share, low, high, int(n), kind="share")
 
 

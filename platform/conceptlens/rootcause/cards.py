@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from conceptlens.pipeline.stats import bh_qvalues
 from conceptlens.rootcause.cluster import NOISE
-from conceptlens.semantic import benjamini_hochberg
 
 
 @dataclass
@@ -75,7 +75,7 @@ def add_concepts(cards: list[Card], labels: np.ndarray, failure_present: np.ndar
             p = stats.fisher_exact([[a, n_in - a], [b, n_ref - b]])[1]
             ratio = np.log((a + 0.5) / (n_in + 1)) - np.log((b + 0.5) / (n_ref + 1))
             tests.append((card, concepts[j], a / n_in, b / n_ref, float(ratio), p))
-    q = benjamini_hochberg(np.array([t[-1] for t in tests])) if tests else []
+    q = bh_qvalues(np.array([t[-1] for t in tests])) if tests else []
     for (card, concept, share_in, share_ref, ratio, _), q_value in zip(tests, q):
         if q_value < alpha:
             card.concepts.append({"concept": concept, "cluster_share": share_in, "correct_share": share_ref,

@@ -3,11 +3,11 @@ encoder into the VLM space, concept scores, semantic and differential heatmaps, 
 concepts and encoder-vs-head fault localisation. Other wings use the names exported here."""
 from conceptlens.semantic.aligner import Aligner, AlignerFit, HeldOutR2
 from conceptlens.semantic.analysis import AnalysisResult, ConceptAnalysis
-from conceptlens.semantic.heatmaps import (MEAN_GROUPS, HeatmapAccumulator, Responsible, benjamini_hochberg, matrix,
-                                           presence, responsible_concepts, wilson)
+from conceptlens.semantic.heatmaps import (MEAN_GROUPS, HeatmapAccumulator, Responsible, matrix, presence,
+                                           responsible_concepts)
 from conceptlens.semantic.localize import FAULTS, FaultSummary, localize
 from conceptlens.semantic.scoring import SOURCES, ConceptScorer, source_embeddings, stack, unit
 
 __all__ = ["FAULTS", "MEAN_GROUPS", "SOURCES", "Aligner", "AlignerFit", "AnalysisResult", "ConceptAnalysis",
-           "ConceptScorer", "FaultSummary", "HeatmapAccumulator", "HeldOutR2", "Responsible", "benjamini_hochberg",
-           "localize", "matrix", "presence", "responsible_concepts", "source_embeddings", "stack", "unit", "wilson"]
+           "ConceptScorer", "FaultSummary", "HeatmapAccumulator", "HeldOutR2", "Responsible",
+           "localize", "matrix", "presence", "responsible_concepts", "source_embeddings", "stack", "unit"]

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from conceptlens.models import concept_groups
+from conceptlens.pipeline.stats import bh_qvalues, wilson
 
 Z95 = 1.959964
 MEAN_GROUPS = ("ground_truth", "output", "correct", "incorrect")
@@ -131,7 +132,9 @@ class HeatmapAccumulator:
     def frequency_cells(self, group: str) -> dict[str, np.ndarray]:
         """Presence frequency with Wilson 95 % intervals, each ``(K, C)``."""
         n = np.broadcast_to(self.moments[group].n[:, None], self.present[group].shape)
-        low, high, value = wilson(self.present[group], n)
+        low, high = wilson(self.present[group], n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = self.present[group] / n
         return {"n": n, "value": value, "low": low, "high": high}
 
     def differential(self) -> dict[str, np.ndarray]:
@@ -175,7 +178,7 @@ class HeatmapAccumulator:
                                               "low": good["low"] - bad["high"], "high": good["high"] - bad["low"]}
         heatmaps["risk_ratio"] = self.risk_ratios()
         for tested in (heatmaps["differential"], heatmaps["risk_ratio"]):
-            tested["q"] = benjamini_hochberg(tested["p"])
+            tested["q"] = bh_qvalues(tested["p"])
             tested["significant"] = np.nan_to_num(tested["q"], nan=1.0) < alpha
         k, c = len(self.classes), len(self.concepts)
         rows = {name: [] for name in ("kind", "class", "concept", "n", "value", "low", "high", "p", "q", "significant")}
@@ -188,27 +191,6 @@ class HeatmapAccumulator:
                 rows[name] += np.asarray(cells.get(name, nan), np.float64).ravel().tolist()
             rows["significant"] += np.asarray(cells.get("significant", np.zeros((k, c), bool))).ravel().tolist()
         return pa.table(rows)
-
-
-def wilson(successes: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wilson score interval ``(low, high, frequency)`` of ``successes / n`` (NaN where ``n`` is 0)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = successes / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return np.minimum(centre - half, p), np.maximum(centre + half, p), p  # exact at 0 and 1 despite rounding
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """BH-adjusted q-values of the finite p-values (NaN stays NaN), same shape as ``p``."""
-    flat = np.asarray(p, np.float64).ravel()
-    ok = np.flatnonzero(np.isfinite(flat))
-    q = np.full_like(flat, np.nan)
-    if len(ok):
-        order = ok[np.argsort(flat[ok])]
-        ranked = flat[order] * len(ok) / np.arange(1, len(ok) + 1)
-        q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1)
-    return q.reshape(np.shape(p))
 
 
 @dataclass(frozen=True)
