@@ -1,112 +1,146 @@
-"""Fidelity of the diagnoses against ConceptWorld's truth, over scenario sets and seeds.
+"""Fidelity of the diagnoses against ConceptWorld's truth, as a distribution over world seeds (issue 25).
 
-For each seed, runs ``world`` (and, unless ``--world-only``, ``embed``, ``analyze`` and ``evaluate``) on
-the given config with ``world.seed=SEED`` and ``run.name=<name>-s<SEED>``, then prints one table row per
-run: the classifier, each scenario's slice gap (``*``: planted), and per semantic source the cells called
-significant, the truly significant ones, precision, recall, the false discovery proportion (1 − precision),
-the ghosts (called cells without even unadjusted evidence in the truth) and the share of classes whose top
-blamed concept is a true cause. The last line averages over the seeds.
+For each seed, runs the whole pipeline (``conceptlens demo``: a new world, its classifier and tiny CLIP retrained,
+every analysis, ``evaluate``) on the given configs with ``world.seed=SEED`` and ``run.name=<name>-s<SEED>``, or
+with ``--steps semantic`` only world → embed → analyze → evaluate. Then it reports every goal of the scorecard
+as a distribution: its value per seed, mean, min–max and the share of seeds that meet it (with its 95 % Wilson
+interval), and writes them with the command, date, machine and seeds to ``benchmarks/results/fidelity_<name>.json``
+(the README's fidelity tables are these files). Seeds default to three from the config's own ``world.seed``.
 
-    # a world with no planted scenario, three seeds, the demo's VLM reused (no retraining)
+    .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml                     # the demo: seeds 0 1 2
+    .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --config conf/experiments/held_out_a.yaml
     .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --config conf/experiments/null_world.yaml \\
-        --seeds 1 2 3 --vlm-from runs/demo
-    # which scenario kinds plant (slice gaps only)
-    .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --config conf/experiments/reliability.yaml \\
-        --world-only world.allow_unplanted=true
+        --steps semantic
+    .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --summary-only     # re-read finished runs
 
-``--vlm-from RUN`` points ``vlm.pretrained`` at the checkpoint RUN's ``world`` used: the tiny CLIP is trained
-on the world's ``vlm`` split, which depends on the seed, so without it every seed trains its own (minutes).
+A re-run resumes: trained models are cached by content, ``embed`` and ``attack`` resume, the analyses re-run (so a
+change to an analysis or to the scoring is measured by re-running, in minutes). Runs go under ``--root``
+(default ``runs/fidelity``); the registry's aliases are left alone (nothing is registered).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from conceptlens.cli import parse_config
-from conceptlens.jobs import analyze, embed, evaluate, world
+from conceptlens.jobs import analyze, demo, embed, evaluate, world
+from conceptlens.pipeline.stats import wilson
 
-STEPS = (world, embed, analyze, evaluate)
+RESULTS = Path(__file__).resolve().parent / "results"
+# what a benchmark run leaves out of the demo: the registry (the demo's aliases stay the demo's) and the neuron
+# pictures (not scored)
+QUIET = ["monitor.model_name=", "neurons.model_name=", "neurons.visualise.neurons=0", "world.allow_unplanted=true"]
 
 
-def run_seed(configs: list[str], overrides: list[str], world_only: bool) -> dict:
-    argv = [a for c in configs for a in ("--config", c)] + overrides
+def run_seed(argv: list[str], steps: str) -> dict:
+    """One seed through the pipeline; its scorecard."""
     cfg = parse_config("fidelity", __doc__, argv)
-    for step in STEPS[:1] if world_only else STEPS:
-        code = step.main(argv)
-        if code != 0:
-            raise SystemExit(f"{step.__name__} exited with {code} for {' '.join(argv)}")
-    folder = Path(cfg.run.root) / cfg.run.name
-    if world_only:
-        return {"world": json.loads((folder / "world" / "metrics.json").read_text())}
-    return json.loads((folder / "evaluate" / "scorecard.json").read_text())
+    if steps == "all":
+        demo.main(argv)  # exit 1 when a scenario did not plant: reported below (world.skipped), not fatal
+    else:
+        for step in (world, embed, analyze, evaluate):
+            if step.main(argv) != 0:
+                raise SystemExit(f"{step.__name__} exited non-zero for {' '.join(argv)}")
+    return json.loads((Path(cfg.run.root) / cfg.run.name / "evaluate" / "scorecard.json").read_text())
 
 
-def row(seed: int, card: dict) -> dict:
-    out = {"seed": seed}
-    if "semantic" not in card:  # world only
-        c = card["world"]["classifier"]
-        out["accuracy"] = c["accuracy"]
-        out["gaps"] = {name: s["gap"] for name, s in c["slices"].items()}
-        return out
-    w = card["world"]
-    out["accuracy"] = w["accuracy"]
-    out["gaps"] = {name: s["gap"] for name, s in w["scenarios"].items()}
-    for source in ("vlm", "aligned"):
-        for scope in ("all", "reliable"):
-            s = card["semantic"][source][scope]
-            out[f"{source}/{scope}"] = {"called": s["called"], "truth": s["truly_significant"],
-                                        "precision": s["precision"], "recall": s["recall"],
-                                        "fdp": None if s["precision"] is None else 1 - s["precision"],
-                                        "ghosts": s["unsupported"],
-                                        "top": s["top_cause"]["share"]}
-    return out
+def numeric(value) -> float | None:
+    """A goal's value as a number (ranks and counts too; True/False as 1/0), None when it has none."""
+    if isinstance(value, bool):
+        return float(value)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def summarise(cards: dict[int, dict]) -> dict:
+    """Per goal over the seeds: values, mean, min, max, seeds met (k of n) and the Wilson interval of that share;
+    plus each seed's test accuracy, planted and skipped scenarios."""
+    names = sorted({g for card in cards.values() for g in card["goals"]})
+    goals = {}
+    for name in names:
+        found = {seed: card["goals"][name] for seed, card in cards.items() if name in card["goals"]}
+        values = [numeric(g["value"]) for g in found.values()]
+        present = [v for v in values if v is not None]
+        met = sum(g["met"] for g in found.values())
+        low, high = wilson(met, len(found))
+        goals[name] = {"target": next(iter(found.values()))["target"], "values": {s: g["value"] for s, g in found.items()},
+                       "mean": float(np.mean(present)) if present else None,
+                       "min": min(present) if present else None, "max": max(present) if present else None,
+                       "met": met, "seeds": len(found), "met_interval": [low, high]}
+    seeds = {seed: {"accuracy": card["world"]["accuracy"], "planted": card["world"]["planted"],
+                    "skipped": card["world"]["skipped"],
+                    "goals_met": sum(g["met"] for g in card["goals"].values()), "goals": len(card["goals"])}
+             for seed, card in cards.items()}
+    return {"goals": goals, "seeds": seeds}
 
 
 def fmt(x) -> str:
-    return "   -" if x is None else f"{x:.2f}"
+    return "–" if x is None else f"{x:.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
 
 
-def print_table(rows: list[dict]) -> None:
-    for r in rows:
-        gaps = " ".join(f"{name} {gap:+.2f}{'*' if gap >= 0.2 else ''}" for name, gap in r["gaps"].items())
-        print(f"seed {r['seed']}: accuracy {r['accuracy']:.3f}  {gaps or 'no scenarios'}")
-        for key in (k for k in r if "/" in k):
-            s = r[key]
-            print(f"  {key:<17} called {s['called']:>3} truth {s['truth']:>3} precision {fmt(s['precision'])} "
-                  f"recall {fmt(s['recall'])} FDP {fmt(s['fdp'])} ghosts {s['ghosts']:>2} top cause {fmt(s['top'])}")
-    keys = [k for k in rows[0] if "/" in k]
-    if len(rows) > 1 and keys:
-        print(f"mean over {len(rows)} seeds:")
-        for key in keys:
-            mean = {m: np.mean([r[key][m] for r in rows if r[key][m] is not None] or [np.nan])
-                    for m in ("called", "truth", "precision", "recall", "fdp", "ghosts", "top")}
-            print(f"  {key:<17} called {mean['called']:5.1f} truth {mean['truth']:5.1f} precision "
-                  f"{mean['precision']:.2f} recall {mean['recall']:.2f} FDP {mean['fdp']:.2f} ghosts "
-                  f"{mean['ghosts']:.1f} top cause {mean['top']:.2f}")
+def table(summary: dict) -> list[str]:
+    """The markdown table the README shows: one row per goal."""
+    lines = ["| goal | target | per seed | mean | min–max | seeds met |", "|---|---|---|---|---|---|"]
+    for name, g in summary["goals"].items():
+        per_seed = ", ".join(fmt(v) for v in g["values"].values())
+        low, high = g["met_interval"]
+        lines.append(f"| {name} | {fmt(g['target'])} | {per_seed} | {fmt(g['mean'])} | {fmt(g['min'])}–{fmt(g['max'])}"
+                     f" | {g['met']}/{g['seeds']} [{low:.2f}, {high:.2f}] |")
+    per_seed = "; ".join(f"seed {s}: accuracy {v['accuracy']:.3f}, {v['goals_met']} of {v['goals']} goals met"
+                         + (f", not planted: {', '.join(v['skipped'])}" if v["skipped"] else "")
+                         for s, v in summary["seeds"].items())
+    return lines + ["", per_seed]
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else \
+        platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], metavar="FILE")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--vlm-from", metavar="RUN", help="reuse the tiny CLIP of this run's world (a run folder)")
-    parser.add_argument("--world-only", action="store_true", help="only build the worlds: slice gaps")
+    parser.add_argument("--seeds", type=int, nargs="+", help="world seeds (default: the config's and the next two)")
+    parser.add_argument("--steps", choices=("all", "semantic"), default="all",
+                        help="all: the demo pipeline; semantic: world, embed, analyze, evaluate")
+    parser.add_argument("--root", default="runs/fidelity", help="where the runs go (run.root)")
+    parser.add_argument("--summary-only", action="store_true", help="only re-read the finished runs' scorecards")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    name = parse_config("fidelity", __doc__, [a for c in args.config for a in ("--config", c)] + args.overrides).run.name
-    extra = list(args.overrides)
-    if args.vlm_from:
-        extra.append(f"vlm.pretrained={json.loads((Path(args.vlm_from) / 'world' / 'models.json').read_text())['vlm']}")
-    rows = []
-    for seed in args.seeds:
-        card = run_seed(args.config, extra + [f"world.seed={seed}", f"run.name={name}-s{seed}"], args.world_only)
-        rows.append(row(seed, card))
-        print_table(rows[-1:])
-    print("\n=== fidelity ===")
-    print_table(rows)
+    configs = [a for c in args.config for a in ("--config", c)]
+    cfg = parse_config("fidelity", __doc__, configs + args.overrides)
+    name = cfg.run.name if cfg.run.name != "default" else "demo"
+    seeds = args.seeds or [cfg.world.seed + i for i in range(3)]
+    cards = {}
+    for seed in seeds:
+        argv = configs + [f"run.root={args.root}"] + QUIET + args.overrides + [f"world.seed={seed}",
+                                                                              f"run.name={name}-s{seed}"]
+        if args.summary_only:
+            cards[seed] = json.loads((Path(args.root) / f"{name}-s{seed}" / "evaluate" / "scorecard.json").read_text())
+        else:
+            cards[seed] = run_seed(argv, args.steps)
+        print(f"seed {seed}: {sum(g['met'] for g in cards[seed]['goals'].values())} of "
+              f"{len(cards[seed]['goals'])} goals met", flush=True)
+    summary = summarise(cards)
+    result = {"set": name, "configs": args.config, "overrides": args.overrides, "steps": args.steps, "seeds": seeds,
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "date": datetime.date.today().isoformat(), "machine": machine()} | summary
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"fidelity_{name}.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\n=== fidelity: {name}, seeds {seeds} ===")
+    print("\n".join(table(summary)))
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":
