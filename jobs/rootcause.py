@@ -35,9 +35,9 @@ from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.recipes.train_autoencoder import ensure_autoencoder
 from conceptlens.report.figures import plot_montage
-from conceptlens.rootcause import (IMAGE_EXTRACTORS, NOISE, TABLE_EXTRACTORS, Card, ImageFeatureSet, Pipeline,
-                                   add_concepts, build_cards, choose, concept_scores, describe, grid, points, run_grid,
-                                   with_labels)
+from conceptlens.rootcause import (DIRECTIONS, IMAGE_EXTRACTORS, NOISE, TABLE_EXTRACTORS, Card, ImageFeatureSet, Pipeline,
+                                   add_concepts, build_cards, choose, concept_scores, describe, direction_scores, grid,
+                                   points, run_grid, with_labels)
 from conceptlens.semantic import presence
 
 MIN_FAILURES = 8
@@ -77,10 +77,10 @@ def check_settings(cfg: Config) -> list[Pipeline]:
     """The grid ``rootcause.*`` asks for, before anything runs: an unknown extractor, reduction, clustering or
     pipeline is a ValueError naming the key."""
     cfg_rc = cfg.rootcause
-    unknown = sorted(set(cfg_rc.extractors) - set(TABLE_EXTRACTORS) - set(IMAGE_EXTRACTORS))
+    unknown = sorted(set(cfg_rc.extractors) - set(TABLE_EXTRACTORS) - set(IMAGE_EXTRACTORS) - {DIRECTIONS})
     if unknown:
         raise ValueError(f"unknown extractor(s) {unknown} in rootcause.extractors: choose from "
-                         f"{sorted(TABLE_EXTRACTORS) + list(IMAGE_EXTRACTORS)}")
+                         f"{sorted(TABLE_EXTRACTORS) + [DIRECTIONS] + list(IMAGE_EXTRACTORS)}")
     pipelines = grid(cfg_rc.extractors, cfg_rc.reductions, cfg_rc.clusterings, cfg_rc.hudd)
     if cfg_rc.pipeline and Pipeline.parse(cfg_rc.pipeline) not in pipelines:
         raise ValueError(f"rootcause.pipeline={cfg_rc.pipeline!r} is not in the grid: "
@@ -100,6 +100,11 @@ def features_of(cfg: Config, rows: dict, all_rows: dict, concepts: dict | None) 
             raw[name] = concept_scores(rows["vlm_embedding"], concepts["concepts"], concepts["mean"], concepts["std"])
         elif name in TABLE_EXTRACTORS:
             raw[name] = rows[TABLE_EXTRACTORS[name]]
+        elif name == DIRECTIONS:  # fitted on every row of the splits (correct ones too), each class its own
+            scores = direction_scores(all_rows["vlm_embedding"], all_rows["label_index"],
+                                      all_rows["label_index"] != all_rows["prediction"], seed=cfg_rc.seed)
+            position = {row_id: i for i, row_id in enumerate(all_rows["id"].tolist())}
+            raw[name] = scores[[position[i] for i in rows["id"].tolist()]]
     raw |= image_features(cfg, [n for n in cfg_rc.extractors if n in IMAGE_EXTRACTORS], rows, all_rows)
     log(f"rootcause: features of {len(rows['id'])} failures in {time.perf_counter() - start:.0f} s: "
         + ", ".join(f"{name} {x.shape[1]}-d" for name, x in raw.items()))

@@ -226,10 +226,12 @@ class AutoencoderConfig:
 @dataclass
 class RootcauseConfig:
     embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
-    splits: List[str] = field(default_factory=lambda: ["calib", "test"])  # whose misclassified rows are clustered
+    # whose misclassified rows are clustered: calib, so that the filter's failure modes and alerts built from the
+    # clusters are judged on test rows that never shaped them
+    splits: List[str] = field(default_factory=lambda: ["calib"])
     adversarial: bool = False  # also cluster the successful attacks of `attack` (a separate set)
-    extractors: List[str] = field(default_factory=lambda: ["vlm", "encoder", "concepts", "backbone", "autoencoder",
-                                                           "relevance"])
+    extractors: List[str] = field(default_factory=lambda: ["vlm", "encoder", "concepts", "directions", "backbone",
+                                                           "autoencoder", "relevance"])
     reductions: List[str] = field(default_factory=lambda: ["none", "pca", "umap"])
     clusterings: List[str] = field(default_factory=lambda: ["kmeans", "dbscan", "hdbscan", "hierarchical"])
     hudd: bool = True  # also HUDD's own pipeline: relevance, no reduction, Ward linkage cut at the knee

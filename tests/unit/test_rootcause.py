@@ -67,6 +67,20 @@ def test_purity_and_coverage_by_hand():
     assert natural["coverage"] == pytest.approx(2 / 3) and natural["scenarios"]["natural"]["cluster"] is None
 
 
+def test_the_holding_cluster_counts_natural_errors():
+    """The goal's measure: the cluster holding most of a scenario's failures, its purity with every failure in it
+    counted (a class's cluster of mixed causes is as pure as its planted share, not 1)."""
+    labels = np.array([0] * 10 + [1] * 6 + [NOISE] * 2)
+    scenario = np.array(["fog"] * 6 + [None] * 4 + ["dark"] * 3 + [None] * 3 + ["fog", None], object)
+    held = cluster_scores(labels, scenario)["holding"]
+    assert held["fog"] == {"rows": 7, "cluster": 0, "size": 10, "purity": 0.6, "share": pytest.approx(6 / 7)}
+    assert held["dark"] == {"rows": 3, "cluster": 1, "size": 6, "purity": 0.5, "share": 1.0}
+    assert "natural" not in held
+    assert cluster_scores(labels, scenario)["planted_only"]["purity"] == 1.0  # what the old goal saw
+    lost = cluster_scores(np.array([NOISE, NOISE, 0]), np.array(["a", "a", None], object))["holding"]["a"]
+    assert lost == {"rows": 2, "cluster": None, "size": 0, "purity": None, "share": 0.0}
+
+
 def test_hudd_cuts_ward_at_the_knee():
     """HUDD's pipeline finds the three blobs' knee (k = 3 or 4 with the scattered natural errors) by itself."""
     x, truth = failures()
@@ -129,3 +143,25 @@ def test_cards_name_the_concept_that_sets_a_cluster_apart():
     assert by_cluster[0].concepts[0]["ratio"] > 5 and len(by_cluster[0].exemplars) == 4
     assert set(by_cluster[0].exemplars) <= set(range(40))
     assert "c1→c2 (40)" in describe(by_cluster[0]) and "wet 88% vs 9%" in describe(by_cluster[0])
+
+
+def test_failure_directions_rank_a_planted_cause_above_natural_errors():
+    """Per class, errors vs correct rows: the cause most errors share (a shifted embedding) lies far along the
+    class's direction, natural errors (no shift) near the correct rows; cross-fitted, so no row scores itself."""
+    from conceptlens.rootcause import direction_scores
+
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = np.repeat([0, 1], n // 2)
+    x = rng.normal(size=(n, 16))
+    cause = (rng.random(n) < 0.15) & (labels == 0)
+    x[cause, 3] += 4.0  # the planted cause of class 0's errors
+    natural = (rng.random(n) < 0.04) & ~cause
+    wrong = cause | natural
+    score = direction_scores(x, labels, wrong, seed=0)
+    assert score.shape == (n, 1) and score.dtype == np.float32
+    s = score[:, 0]
+    assert s[cause].min() > np.median(s[natural & (labels == 0)])  # the cause ranks above natural errors
+    assert np.mean(s[cause]) > np.mean(s[(labels == 0) & ~wrong]) + 1
+    few = direction_scores(x[:20], np.zeros(20, int), np.arange(20) < 3)  # too few errors for a direction
+    assert np.all(few == 0)

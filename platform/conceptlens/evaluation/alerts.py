@@ -6,8 +6,8 @@ The monitor's alerts table has one row per test input: ``id`` (str), ``verdict``
 ``close_enough`` (bool: within that failure mode's radius, :mod:`conceptlens.runtime.failure_modes`).
 
 Per planted scenario, over the scenario's test rows that are errors and flagged (verdict not ``"accept"``):
-``matched`` counts those close enough to the cluster that *holds* the scenario (the chosen pipeline's best
-cluster of the scenario, decided exactly as the root-cause section does:
+``matched`` counts those close enough to the cluster that *holds* the scenario (the chosen pipeline's cluster
+holding the most of the scenario's failures, decided exactly as the root-cause section does:
 :func:`conceptlens.evaluation.clusters.rootcause_section`), ``other`` those close enough to another cluster,
 ``none_close_enough`` the rest (``no_candidate`` of them had no failure mode for their predicted class);
 ``matched_share`` = matched / flagged (None without a flagged error or a holding cluster). ``natural``: the same
@@ -36,7 +36,7 @@ COLUMNS = ("id", "verdict", "cluster", "close_enough")
 def holding_clusters(rootcause: dict) -> dict[str, int | None]:
     """Per planted scenario, the cluster of the chosen heldout pipeline that holds it (None: no cluster does),
     read from the scorecard's root-cause section (:func:`~conceptlens.evaluation.clusters.rootcause_section`)."""
-    scores = rootcause["pipelines"][rootcause["chosen"]]["planted_only"]["scenarios"]
+    scores = rootcause["pipelines"][rootcause["chosen"]]["holding"]
     return {name: s["cluster"] for name, s in scores.items()}
 
 

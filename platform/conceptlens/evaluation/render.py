@@ -82,25 +82,23 @@ def _rank(r: dict) -> str:
 
 
 def _rootcause_lines(rc: dict, shown: int = 8) -> list[str]:
-    """The chosen pipeline, how far it is from the best by the truth, the pipelines best by the truth (planted-only
-    and with natural errors as their own scenario), and each planted scenario's best cluster."""
+    """The chosen pipeline, how far it is from the best by the truth, the pipelines best by the truth (the mean
+    purity × share of the clusters holding the planted scenarios, natural errors counted; planted-only purity and
+    coverage as a sanity line), and each planted scenario's holding cluster."""
     lines = [f"root causes ({rc['failures']} held-out failures, {rc['pipelines_scored']} pipelines): chosen "
-             f"{rc['chosen']}, rank {rc['chosen_rank_by_truth']} by the truth (best {rc['best_by_truth']}; "
-             f"purity {rc['gap_to_best']['purity']:+.2f}, coverage {rc['gap_to_best']['coverage']:+.2f} behind)",
-             f"  {'pipeline':<42}{'index':>7}{'k':>4}{'noise':>7}{'purity':>8}{'cover':>7}"
-             f"{'+natural':>10}{'cover':>7}"]
+             f"{rc['chosen']}, rank {rc['chosen_rank_by_truth']} by the truth (best {rc['best_by_truth']}, "
+             f"{rc['gap_to_best']:+.2f} purity × share ahead)",
+             f"  {'pipeline':<42}{'index':>7}{'k':>4}{'noise':>7}{'held':>7}{'planted-only purity':>21}{'cover':>7}"]
     by_truth = sorted(rc["pipelines"].items(), key=lambda kv: truth_score(kv[1]), reverse=True)
     listed = by_truth[:shown] + [kv for kv in by_truth[shown:] if kv[1]["chosen"]]
     for name, s in listed:
         p, n = s["planted_only"], s["with_natural"]
         lines.append(f"  {name + (' (chosen)' if s['chosen'] else ''):<42}{s['index']:>7.3f}{n['clusters']:>4}"
-                     f"{_num(n['noise_share']):>7}{_num(p['purity']):>8}{_num(p['coverage']):>7}"
-                     f"{_num(n['purity']):>10}{_num(n['coverage']):>7}")
-    chosen = rc["pipelines"][rc["chosen"]]["planted_only"]["scenarios"]
-    for name, s in chosen.items():
-        lines.append(f"  {name:<42}{s['rows']:>5} rows: best cluster "
-                     + (f"{s['cluster']} (purity {s['purity']:.2f}, recall {s['recall']:.2f})" if s["cluster"] is not None
-                        else "none (it dominates no cluster)"))
+                     f"{_num(n['noise_share']):>7}{truth_score(s)[0]:>7.2f}{_num(p['purity']):>21}{_num(p['coverage']):>7}")
+    for name, h in rc["pipelines"][rc["chosen"]]["holding"].items():
+        lines.append(f"  {name:<42}{h['rows']:>5} failures: " + (
+            f"cluster {h['cluster']} holds {h['share']:.0%} of them and is {h['purity']:.0%} theirs "
+            f"({h['size']} failures, natural errors counted)" if h["cluster"] is not None else "no cluster holds them"))
     return lines
 
 

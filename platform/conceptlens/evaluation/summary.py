@@ -11,9 +11,8 @@ PHRASES = {
     "top_blamed_is_a_true_cause": ("semantic", "share of classes whose top blamed concept is a true cause"),
     "planted_first": ("semantic", "{0}: its concept blamed first for {1}"),
     "localised": ("localisation", "{0}: errors blamed on the right part (encoder or head)"),
-    "rootcause_purity": ("root causes", "purity of the failure clusters"),
-    "rootcause_coverage": ("root causes", "planted scenarios covered by a cluster"),
-    "rare_own_cluster": ("root causes", "{0}: a cluster of its own"),
+    "rootcause_purity": ("root causes", "{0}: purity of the cluster holding most of its failures (natural errors counted)"),
+    "rootcause_share": ("root causes", "{0}: share of its failures in that cluster"),
     "sentence_first": ("sentences", "{0}: named by the sentence shown (rank)"),
     "no_distractor_shown": ("sentences", "distractor sentences shown as failure modes"),
     "neuron_named": ("neurons", "{0}: the top neuron of {1} is named after the planted concept"),
@@ -46,7 +45,7 @@ def goal_row(name: str, goal: dict) -> dict:
     if prefix in ("planted_first", "sentence_first"):
         row["target"] = "rank 1"
         row["value"] = "not found" if goal.get("value") is None else f"rank {goal['value']}"
-    elif prefix in ("rare_own_cluster", "neuron_named"):
+    elif prefix == "neuron_named":
         row["target"] = _text(goal.get("target"))
     elif prefix == "no_distractor_shown":
         row["target"] = "0"

@@ -164,8 +164,8 @@ class FailureModes:
         extractor = chosen.get("extractor") or pipeline.split("/")[0]
         space, note = extractor, None
         if extractor not in TABLE_EXTRACTORS:
-            space, note = FALLBACK, (f"the chosen extractor {extractor!r} reads images again with models the bundle "
-                                     f"does not carry: failure modes are matched in the {FALLBACK} space")
+            space, note = FALLBACK, (f"the chosen extractor {extractor!r} needs models or fits the bundle does not "
+                                     f"carry: failure modes are matched in the {FALLBACK} space")
         elif extractor == "concepts" and concepts is None:
             space, note = FALLBACK, (f"the chosen extractor 'concepts' needs the concept analysis, which was not "
                                      f"given: failure modes are matched in the {FALLBACK} space")
