@@ -5,13 +5,14 @@ diagnosis: the world (each scenario's slice gap on test; *planted* when ≥ 0.20
 only planted ones), the semantic analysis per source (``analyze``'s significant risk-ratio cells
 against the ground-truth risk-ratio heatmap of the analysed rows: precision, recall, direction
 agreement, rank correlation, top blamed concepts, each planted concept's rank), fault localisation
-per scenario, the runtime filter per planted slice (AUROC of slice errors vs correct test rows), and the
+per scenario (on the errors outside the aligner's fit), the runtime filter per planted slice (AUROC of slice errors vs correct test rows), and the
 root-cause clusters of every pipeline (purity, coverage, rare subgroups; the chosen pipeline against the best
 by the truth), and the sentences of each method (the rank of the first sentence naming each planted scenario,
 distractors shown).
 A section whose command has not run is reported absent. Last, the fidelity goals
 (:mod:`conceptlens.evaluation.goals`), each met or short by how much. Writes under ``<run>/evaluate/``:
-``scorecard.json``, ``ground_truth.parquet`` (the ground-truth heatmap) and ``metrics.json``.
+``scorecard.json``, ``ground_truth.parquet`` (the ground-truth heatmap), ``metrics.json`` and, where a filter
+bundle exists, ``filter_scores.parquet`` (the filter's misclassification score per test row, for ``compare``).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from conceptlens.pipeline.runs import command_dir, log, run_inputs, write_metric
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.runtime.registered import load_bundle
 from conceptlens.semantic import SOURCES
+
+FILTER_SCORES = "filter_scores.parquet"  # the filter's misclassification score per test row (id, score)
 
 
 def analysed_rows(cfg: Config, analysis: Path) -> dict[str, np.ndarray]:
@@ -82,15 +85,23 @@ def unscorable_concepts(analysis: Path, truth: WorldTruth) -> str | None:
             f"`conceptlens analyze analyze.concepts=conceptworld` scores them")
 
 
-def localisation(truth: WorldTruth, analysis: Path, planted: list) -> dict:
-    """Fault localisation per planted scenario over the analysed rows (``faults.parquet``: absent when nothing
-    was misclassified)."""
+def localisation(cfg: Config, truth: WorldTruth, analysis: Path, planted: list) -> dict:
+    """Fault localisation per planted scenario (``faults.parquet``: absent when nothing was misclassified), scored
+    only on the errors outside the aligner's fit (``analyze.fit_split``) when there are any: the aligner's
+    in-sample fit would flatter the encoder/head call on its own rows (``in_sample`` says when no other rows
+    existed)."""
     ids = fault = np.array([], object)
+    in_sample = False
     if (analysis / "faults.parquet").is_file():
-        faults = pq.read_table(analysis / "faults.parquet", columns=["id", "fault"])
+        faults = pq.read_table(analysis / "faults.parquet", columns=["id", "split", "fault"])
+        outside = faults.filter(pc.not_equal(faults["split"], cfg.analyze.fit_split))
+        in_sample = outside.num_rows == 0 and faults.num_rows > 0
+        faults = faults if in_sample else outside
         ids, fault = (faults[name].to_numpy(zero_copy_only=False) for name in ("id", "fault"))
     summary = json.loads((analysis / "summary.json").read_text())
-    return {"rows": "analysed", "reliable": summary["faults"].get("reliable", True),
+    return {"rows": f"errors outside analyze.fit_split={cfg.analyze.fit_split}" if not in_sample else
+            f"errors of analyze.fit_split={cfg.analyze.fit_split} (in sample: no other rows were analysed)",
+            "in_sample": in_sample, "reliable": summary["faults"].get("reliable", True),
             "scenarios": localisation_section(fault, truth.scenario_of(ids), planted)}
 
 
@@ -123,18 +134,22 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
             card["absent"]["semantic"] = why
         else:
             card["semantic"] = semantic(cfg, truth, analysis, planted, out) | {"skipped": skipped}
-        card["localisation"] = localisation(truth, analysis, planted) | {"skipped": skipped}
+        card["localisation"] = localisation(cfg, truth, analysis, planted) | {"skipped": skipped}
     else:
         for name in ("semantic", "localisation"):
             card["absent"][name] = f"no `analyze` outputs in {analysis} (run `conceptlens analyze`)"
     if (bundle / "filter.json").is_file():
         filt = load_bundle(str(bundle))
         flagged = filt.verdicts(test)["verdict"] != "accept"
+        score = filt.score_all(test)["misclassified"]
+        # per test row, for `compare` to pair two runs' AUROCs (DeLong): no truth in it, only ids and scores
+        pq.write_table(pa.table({"id": pa.array(test["id"], pa.string()), "score": np.asarray(score, np.float64)}),
+                       out / FILTER_SCORES)
         card["runtime"] = {"rows": "test", "scenarios": runtime_section(
-            filt.score_all(test)["misclassified"], flagged, wrong, scenario, [s.name for s in planted], filt.fpr),
-            "skipped": skipped}
+            score, flagged, wrong, scenario, [s.name for s in planted], filt.fpr), "skipped": skipped}
         card["filter"] = filter_section(json.loads((run / "monitor" / "metrics.json").read_text()))
     else:
+        (out / FILTER_SCORES).unlink(missing_ok=True)
         card["absent"]["runtime"] = f"no filter bundle in {bundle} (run `conceptlens monitor`)"
     causes = run / "rootcause"
     if (causes / "pipelines.parquet").is_file():
@@ -195,7 +210,8 @@ def run(cfg: Config) -> dict:
         logged = card | ({"rootcause": {k: v for k, v in card["rootcause"].items() if k != "pipelines"}
                           | {"chosen_scores": card["rootcause"]["pipelines"][card["rootcause"]["chosen"]]}}
                          if "rootcause" in card else {})  # one pipeline's scores: the others are in scorecard.json
-        log_results(logged, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet")
+        log_results(logged, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet",
+                    out / FILTER_SCORES)
     return card
 
 

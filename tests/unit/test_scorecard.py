@@ -48,8 +48,9 @@ def test_truth_heatmap_counts_ratios_fisher_and_bh_by_hand():
     # Fisher, [[5, 0], [0, 5]]: both extreme tables, 2 / C(10, 5); [[2, 2], [3, 3]]: 1
     assert dark["p"] == pytest.approx(2 / 252) and bright["p"] == pytest.approx(2 / 252)
     assert red["p"] == pytest.approx(1)
-    # BH over the 3 tested cells: (2/252) * 3 / 2 for both ranks 1 and 2 (step-down minimum)
-    assert dark["q"] == pytest.approx(1 / 84) and bright["q"] == pytest.approx(1 / 84) and red["q"] == pytest.approx(1)
+    # BH over 2 tests, not 3: bright is dark's absence (one finding), so it repeats dark's test and takes its q;
+    # (2/252) * 2 / 1 for dark, 1 for red
+    assert dark["q"] == pytest.approx(1 / 63) and bright["q"] == pytest.approx(1 / 63) and red["q"] == pytest.approx(1)
     assert [r["significant"] for r in t[:3]] == [True, True, False]
     squares = t[3:]  # never fail: not tested, never significant
     assert all(math.isnan(r["p"]) and not r["significant"] for r in squares)
@@ -96,17 +97,18 @@ def test_precision_recall_direction_and_top_cause_with_a_false_call():
                                ("circle", "lighting=bright"): (-1.5, True)}, unreliable=["color=red"])
     s = semantic_scores(analysis, truth, CLASSES, CONCEPTS, [DARK_CIRCLE])
     a = s["all"]
-    assert (a["called"], a["truly_significant"], a["hits"]) == (3, 2, 2)
-    assert a["precision"] == pytest.approx(2 / 3) and a["recall"] == 1.0 and a["direction_agreement"] == 1.0
+    # dark present and bright absent are one finding (a two-valued group counts once): 2 calls, 1 true cell
+    assert (a["called"], a["truly_significant"], a["hits"]) == (2, 1, 1)
+    assert a["precision"] == pytest.approx(1 / 2) and a["recall"] == 1.0 and a["direction_agreement"] == 1.0
     # the top blamed concept is red, which is no cause: 0 of the 1 class with a true cause
     assert a["top_cause"]["per_class"]["circle"] == {"top": "color=red", "true_cause": False,
-                                                     "true_causes": ["lighting=dark", "lighting=bright"]}
+                                                     "true_causes": ["lighting=dark"]}
     assert (a["top_cause"]["top_is_true_cause"], a["top_cause"]["classes_with_true_cause"]) == (0, 1)
-    r = s["reliable"]  # without the unreliable red: both calls right, the top one a true cause
-    assert (r["called"], r["precision"], r["top_cause"]["share"]) == (2, 1.0, 1.0)
+    r = s["reliable"]  # without the unreliable red: the one call right, a true cause
+    assert (r["called"], r["precision"], r["top_cause"]["share"]) == (1, 1.0, 1.0)
     planted = s["planted"]["dark_circle"]["circle"]
     assert (planted["rank"], planted["concept"], planted["blamed"], planted["rank_reliable"]) == \
-        (2, "lighting=dark", 3, 1)
+        (2, "lighting=dark", 2, 1)
     assert planted["risk_ratio"] == pytest.approx(math.exp(2.0))
 
 
@@ -132,6 +134,16 @@ def test_nothing_called_or_nothing_true_gives_no_rate():
     none = np.zeros((1, 2), bool)
     out = agreement(none, np.zeros((1, 2)), none, np.zeros((1, 2)))
     assert out["precision"] is None and out["recall"] is None and out["direction_agreement"] is None
+
+
+def test_a_two_valued_group_called_only_by_its_second_value_is_folded_the_right_way_round():
+    """Only "bright missing in failures" called: folded into dark, it reads "dark present" (a hit, the same way)."""
+    present, labels, predictions = small_world()
+    truth = truth_heatmap(present, labels, predictions, CLASSES, CONCEPTS)
+    s = semantic_scores(analysis_table({("circle", "lighting=bright"): (-1.5, True)}), truth, CLASSES, CONCEPTS,
+                        [DARK_CIRCLE])
+    assert (s["all"]["called"], s["all"]["hits"], s["all"]["direction_agreement"]) == (1, 1, 1.0)
+    assert s["planted"]["dark_circle"]["circle"]["rank"] == 1
 
 
 def test_a_two_valued_group_names_the_same_cause_either_way():

@@ -6,6 +6,10 @@ recall compare the two sets of cells; direction agreement asks whether a correct
 points the right way (log ratio of the same sign: "present in failures" or "missing in failures").
 A class's *top blamed concept* is its called cell with the largest |log ratio| (the order of
 ``responsible_concepts``); it is a *true cause* when that cell is truly significant with the same sign.
+
+A two-valued group (size, lighting, occlusion) is one finding, not two: "small present" and "large absent" are
+the same rows. Its two columns are folded into the first value's (:func:`fold_two_valued`) before anything is
+counted, so a class blamed for both counts once in precision, recall and the ranks.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from conceptlens.evaluation.ground_truth import two_valued_partner
+from conceptlens.models import two_valued
 from conceptlens.world import Scenario
 
 MISSING_IN_FAILURES = ("spurious_correlation",)  # kinds whose slice is the rows *without* the attribute value
@@ -126,6 +131,24 @@ def cause_rank(found: list[tuple[str, float]], scenario: Scenario, others: list[
     return {"rank": None, "concept": None, "risk_ratio": None, "blamed": len(found)}
 
 
+def fold_two_valued(concepts: list[str], pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[str], list]:
+    """Each two-valued group's second value folded into its first: per ``(flag, log_ratio)`` pair of ``(K, C)``
+    arrays, the first value's cell is flagged when either is, its log ratio the first value's where that one is
+    flagged, else the second's with the sign turned (large absent = small present). Returns the kept concept
+    names and the folded pairs, the second values' columns dropped."""
+    drop = two_valued(concepts)
+    out = []
+    for flag, value in pairs:
+        flag, value = flag.copy(), value.copy()
+        for j, first in drop.items():
+            take = ~flag[:, first] & flag[:, j]
+            value[take, first] = -value[take, j]
+            flag[:, first] |= flag[:, j]
+        keep = [j for j in range(len(concepts)) if j not in drop]
+        out.append((flag[:, keep], value[:, keep]))
+    return [c for j, c in enumerate(concepts) if j not in drop], out
+
+
 def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], concepts: list[str],
                     scenarios: list[Scenario]) -> dict:
     """The semantic section for one source.
@@ -142,15 +165,19 @@ def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], con
     true = np.nan_to_num(cells(truth, classes, concepts, "significant")) > 0
     true_p = cells(truth, classes, concepts, "p")
     out = {"rank_correlation": rank_correlation(value, true_value)}
-    for scope, called in (("all", significant), ("reliable", significant & reliable)):
-        out[scope] = agreement(called, value, true, true_value, true_p) | {
-            "top_cause": top_causes(called, value, true, true_value, classes, concepts)}
+    names, ((true, true_value), (_, true_p), *scopes) = fold_two_valued(
+        concepts, [(true, true_value), (np.zeros_like(true), true_p), (significant, value),
+                   (significant & reliable, value)])
+    scopes = dict(zip(("all", "reliable"), scopes))
+    for scope, (called, found) in scopes.items():
+        out[scope] = agreement(called, found, true, true_value, true_p) | {
+            "top_cause": top_causes(called, found, true, true_value, classes, names)}
     out["planted"] = {}
     for s in scenarios:
         out["planted"][s.name] = {}
         for cls in (c for c in s.classes if c in classes):
             k, others = classes.index(cls), [o for o in scenarios if o is not s and acts_on(o, cls)]
-            out["planted"][s.name][cls] = cause_rank(blamed(significant[k], value[k], concepts), s, others, cls) | {
-                "rank_reliable": cause_rank(blamed(significant[k] & reliable[k], value[k], concepts), s, others,
-                                            cls)["rank"]}
+            rank = {scope: cause_rank(blamed(called[k], found[k], names), s, others, cls)
+                    for scope, (called, found) in scopes.items()}
+            out["planted"][s.name][cls] = rank["all"] | {"rank_reliable": rank["reliable"]["rank"]}
     return out

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
+from conceptlens.models import two_valued
 from conceptlens.pipeline.stats import bh_qvalues
 from conceptlens.world import ATTRIBUTE_GROUPS, GROUPS, Scenario
 
@@ -96,7 +97,9 @@ def truth_heatmap(present: np.ndarray, labels: np.ndarray, predictions: np.ndarr
     ``present``: (N, C) bool; ``labels``, ``predictions``: (N,) int indices into ``classes``. Columns:
     ``class, concept, failed_present, n_present, failed_absent, n_absent`` (counts of the class's rows),
     ``rate_present, rate_absent``, ``value`` (log ratio, +0.5 smoothed), ``p`` (Fisher; NaN where the class
-    lacks failures or correct rows), ``q`` (BH over all cells), ``significant`` (q < alpha)."""
+    lacks failures or correct rows), ``q`` (BH over the cells, a two-valued group's second value not counted as a
+    test of its own: its rows are the first value's absent rows, so its q is the first value's), ``significant``
+    (q < alpha)."""
     present = np.asarray(present, bool)
     failed = np.asarray(labels) != np.asarray(predictions)
     k, c = len(classes), len(concepts)
@@ -110,7 +113,7 @@ def truth_heatmap(present: np.ndarray, labels: np.ndarray, predictions: np.ndarr
     p = np.full((k, c), np.nan)
     for i, j in zip(*np.nonzero((n_bad > 0) & (n_good > 0) & np.ones((k, c), bool))):
         p[i, j] = stats.fisher_exact([[a[i, j], b[i, j]], [cc[i, j], d[i, j]]])[1]
-    q = bh_qvalues(p)
+    q = bh_qvalues(p, two_valued(concepts))
     with np.errstate(invalid="ignore", divide="ignore"):
         rate_present, rate_absent = a / (a + b), cc / (cc + d)
     return pa.table({

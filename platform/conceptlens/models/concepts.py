@@ -80,6 +80,16 @@ def concept_groups(names: Sequence[str]) -> list[list[int]]:
     return [members for members in by_group.values() if len(members) > 1]
 
 
+def two_valued(names: Sequence[str]) -> dict[int, int]:
+    """Each two-valued exclusive group's second member -> its first: with one value present per image, the second
+    is the first's absence, so the pair is one finding (and one test), not two.
+
+    >>> two_valued(["size=small", "size=large", "wet", "color=red", "color=blue", "color=green"])
+    {1: 0}
+    """
+    return {members[1]: members[0] for members in concept_groups(names) if len(members) == 2}
+
+
 def load_concepts(source: str | Path) -> ConceptSet:
     """A concept set from a YAML file or a bundled name; errors name the file and the problem."""
     path = Path(source)

@@ -23,17 +23,26 @@ def wilson(successes, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarr
     return low, high
 
 
-def bh_qvalues(p) -> np.ndarray:
+def bh_qvalues(p, same_as: dict[int, int] | None = None) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (q-values) of the finite entries of ``p``, NaN where ``p`` is not
-    finite (those are not counted as tests); same shape as ``p``."""
+    finite (those are not counted as tests); same shape as ``p``. ``same_as`` (for a 2-d ``p``): column -> column
+    whose test it repeats (the second value of a two-valued group is the first's absence: one finding, one test);
+    such a column is not counted and takes the other's q."""
     from statsmodels.stats.multitest import multipletests
 
-    flat = np.asarray(p, np.float64).ravel()
+    p = np.asarray(p, np.float64)
+    if same_as:
+        p = p.copy()
+        p[:, list(same_as)] = np.nan
+    flat = p.ravel()
     q = np.full(flat.shape, np.nan)
     ok = np.isfinite(flat)
     if ok.any():
         q[ok] = multipletests(flat[ok], method="fdr_bh")[1]
-    return q.reshape(np.shape(p))
+    q = q.reshape(p.shape)
+    for column, first in (same_as or {}).items():
+        q[:, column] = q[:, first]
+    return q
 
 
 def mcnemar_paired(a_correct, b_correct, confidence: float = 0.95) -> dict:

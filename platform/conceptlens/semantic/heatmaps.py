@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
 
-from conceptlens.models import concept_groups
+from conceptlens.models import concept_groups, two_valued
 from conceptlens.pipeline.stats import bh_qvalues, wilson
 
 Z95 = 1.959964
@@ -177,8 +177,10 @@ class HeatmapAccumulator:
         heatmaps["binarized_differential"] = {"n": bad["n"], "value": good["value"] - bad["value"],
                                               "low": good["low"] - bad["high"], "high": good["high"] - bad["low"]}
         heatmaps["risk_ratio"] = self.risk_ratios()
+        # a two-valued group's presence is one value or the other: its risk ratios mirror each other, one test
+        heatmaps["differential"]["q"] = bh_qvalues(heatmaps["differential"]["p"])
+        heatmaps["risk_ratio"]["q"] = bh_qvalues(heatmaps["risk_ratio"]["p"], two_valued(self.concepts))
         for tested in (heatmaps["differential"], heatmaps["risk_ratio"]):
-            tested["q"] = bh_qvalues(tested["p"])
             tested["significant"] = np.nan_to_num(tested["q"], nan=1.0) < alpha
         k, c = len(self.classes), len(self.concepts)
         rows = {name: [] for name in ("kind", "class", "concept", "n", "value", "low", "high", "p", "q", "significant")}
