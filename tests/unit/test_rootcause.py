@@ -73,12 +73,12 @@ def test_the_holding_cluster_counts_natural_errors():
     labels = np.array([0] * 10 + [1] * 6 + [NOISE] * 2)
     scenario = np.array(["fog"] * 6 + [None] * 4 + ["dark"] * 3 + [None] * 3 + ["fog", None], object)
     held = cluster_scores(labels, scenario)["holding"]
-    assert held["fog"] == {"rows": 7, "cluster": 0, "size": 10, "purity": 0.6, "share": pytest.approx(6 / 7)}
-    assert held["dark"] == {"rows": 3, "cluster": 1, "size": 6, "purity": 0.5, "share": 1.0}
+    assert held["fog"] == {"rows": 7, "cluster": 0, "size": 10, "held": 6, "purity": 0.6, "share": pytest.approx(6 / 7)}
+    assert held["dark"] == {"rows": 3, "cluster": 1, "size": 6, "held": 3, "purity": 0.5, "share": 1.0}
     assert "natural" not in held
     assert cluster_scores(labels, scenario)["planted_only"]["purity"] == 1.0  # what the old goal saw
     lost = cluster_scores(np.array([NOISE, NOISE, 0]), np.array(["a", "a", None], object))["holding"]["a"]
-    assert lost == {"rows": 2, "cluster": None, "size": 0, "purity": None, "share": 0.0}
+    assert lost == {"rows": 2, "cluster": None, "size": 0, "held": 0, "purity": None, "share": 0.0}
 
 
 def test_hudd_cuts_ward_at_the_knee():

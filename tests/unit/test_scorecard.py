@@ -261,14 +261,19 @@ def test_world_truth_reads_the_manifest_and_refuses_unknown_ids(tmp_path):
 def test_goals_say_what_is_met_and_by_how_much_not():
     from conceptlens.evaluation.goals import goals, render_goals
 
-    found = {"precision": 0.88, "recall": 0.75, "top_cause": {"share": 1.0}}
+    found = {"precision": 0.88, "recall": 0.75, "hits": 22, "called": 25, "truly_significant": 29,
+             "top_cause": {"share": 1.0, "top_is_true_cause": 4, "classes_with_true_cause": 4}}
     card = {"semantic": {"vlm": {"reliable": found, "planted": {"dark_circle": {"circle": {"rank_reliable": 2}}}}},
-            "localisation": {"scenarios": {"dark_circle": {"truth": None, "agreement": None},
-                                           "red_square": {"truth": "head", "agreement": 0.95}}}}
+            "localisation": {"scenarios": {"dark_circle": {"truth": None, "agreement": None, "errors": 0},
+                                           "red_square": {"truth": "head", "agreement": 0.95, "errors": 20,
+                                                          "head": 19, "encoder": 1}}}}
     g = goals(card)
     assert [k for k, v in g.items() if not v["met"]] == ["blamed_precision", "planted_first.dark_circle.circle"]
     assert set(g) == {"blamed_precision", "blamed_recall", "top_blamed_is_a_true_cause",
                       "planted_first.dark_circle.circle", "localised.red_square"}  # no goal without a known truth
     text = "\n".join(render_goals(g))
     assert "3 of 5 met" in text and "short by 0.02" in text and "NOT MET: rank 2" in text
+    # every proportion with its 95 % Wilson interval and counts: 22 of 25 calls right is [0.70, 0.96]
+    assert g["blamed_precision"]["interval"] == pytest.approx([0.7004, 0.9583], abs=1e-3)
+    assert "0.88 [0.70, 0.96] (22/25)" in text and g["localised.red_square"]["n"] == 20
     assert goals({"world": {}}) == {}  # sections that did not run set no goal

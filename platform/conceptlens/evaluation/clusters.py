@@ -38,7 +38,7 @@ def cluster_scores(labels: np.ndarray, scenario: np.ndarray, noise: int = -1) ->
 
 def holding(labels: np.ndarray, names: np.ndarray, noise: int = -1) -> dict:
     """Per scenario (natural errors excluded), the cluster holding the most of its rows (noise is no cluster):
-    ``{"rows", "cluster", "size", "purity", "share"}``; purity counts every row of the cluster (natural errors
+    ``{"rows", "cluster", "size", "held", "purity", "share"}``; purity counts every row of the cluster (natural errors
     included), share is the scenario's rows there over all its rows. ``cluster`` None when noise takes them all."""
     labels, names = np.asarray(labels), np.asarray(names, object)
     out = {}
@@ -46,11 +46,12 @@ def holding(labels: np.ndarray, names: np.ndarray, noise: int = -1) -> dict:
         mine = (names == s) & (labels != noise)
         rows = int((names == s).sum())
         if not mine.any():
-            out[s] = {"rows": rows, "cluster": None, "size": 0, "purity": None, "share": 0.0}
+            out[s] = {"rows": rows, "cluster": None, "size": 0, "held": 0, "purity": None, "share": 0.0}
             continue
         c, held = Counter(labels[mine].tolist()).most_common(1)[0]
         size = int((labels == c).sum())
-        out[s] = {"rows": rows, "cluster": int(c), "size": size, "purity": held / size, "share": held / rows}
+        out[s] = {"rows": rows, "cluster": int(c), "size": size, "held": int(held), "purity": held / size,
+                  "share": held / rows}
     return out
 
 

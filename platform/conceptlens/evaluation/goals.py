@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from conceptlens.evaluation.neurons import MAX_OVERALL_COST, neuron_goals
 from conceptlens.evaluation.runtime import filter_goals
+from conceptlens.pipeline.stats import wilson
 
 RECOMMENDED_SOURCE = "vlm"  # an observer independent of the classifier: its view does not shift with the error
 PRESENTED = "reliable"  # the cells the product presents as findings
@@ -30,8 +31,13 @@ MIN_PRECISION, MIN_RECALL, MIN_TOP_CAUSE, MIN_LOCALISED = 0.90, 0.70, 0.90, 0.90
 MIN_PURITY, MIN_SHARE = 0.90, 0.80
 
 
-def _goal(value, target: float) -> dict:
-    return {"value": value, "target": target, "met": value is not None and value >= target}
+def _goal(value, target: float, successes: int | None = None, n: int | None = None) -> dict:
+    """A goal on a value; a proportion ``successes / n`` also gets its 95 % Wilson ``interval`` and its counts."""
+    out = {"value": value, "target": target, "met": value is not None and value >= target}
+    if n:
+        low, high = wilson(successes, n)
+        out |= {"successes": int(successes), "n": int(n), "interval": [float(low), float(high)]}
+    return out
 
 
 def goals(card: dict) -> dict:
@@ -40,9 +46,11 @@ def goals(card: dict) -> dict:
     if "semantic" in card:
         s = card["semantic"][RECOMMENDED_SOURCE]
         found = s[PRESENTED]
-        out["blamed_precision"] = _goal(found["precision"], MIN_PRECISION)
-        out["blamed_recall"] = _goal(found["recall"], MIN_RECALL)
-        out["top_blamed_is_a_true_cause"] = _goal(found["top_cause"]["share"], MIN_TOP_CAUSE)
+        top = found["top_cause"]
+        out["blamed_precision"] = _goal(found["precision"], MIN_PRECISION, found["hits"], found["called"])
+        out["blamed_recall"] = _goal(found["recall"], MIN_RECALL, found["hits"], found["truly_significant"])
+        out["top_blamed_is_a_true_cause"] = _goal(top["share"], MIN_TOP_CAUSE, top["top_is_true_cause"],
+                                                  top["classes_with_true_cause"])
         for name, per_class in s["planted"].items():
             for cls, rank in per_class.items():
                 first = rank["rank_reliable"] == 1
@@ -50,12 +58,12 @@ def goals(card: dict) -> dict:
     if "localisation" in card:
         for name, s in card["localisation"]["scenarios"].items():
             if s["truth"]:
-                out[f"localised.{name}"] = _goal(s["agreement"], MIN_LOCALISED)
+                out[f"localised.{name}"] = _goal(s["agreement"], MIN_LOCALISED, s[s["truth"]], s["errors"])
     if "rootcause" in card:
         held = card["rootcause"]["pipelines"][card["rootcause"]["chosen"]]["holding"]
         for name, h in held.items():
-            out[f"rootcause_purity.{name}"] = _goal(h["purity"], MIN_PURITY)
-            out[f"rootcause_share.{name}"] = _goal(h["share"], MIN_SHARE)
+            out[f"rootcause_purity.{name}"] = _goal(h["purity"], MIN_PURITY, h["held"], h["size"])
+            out[f"rootcause_share.{name}"] = _goal(h["share"], MIN_SHARE, h["held"], h["rows"])
     if "explain" in card:
         default = card["explain"]["default"]
         for name, s in card["explain"]["scenarios"].items():
@@ -71,7 +79,7 @@ def goals(card: dict) -> dict:
 
 
 def render_goals(found: dict) -> list[str]:
-    """One line per goal: met, or how far off."""
+    """One line per goal: met, or how far off; a proportion with its 95 % Wilson interval and counts."""
     lines = [f"goals ({RECOMMENDED_SOURCE} source, {PRESENTED} cells): "
              f"{sum(g['met'] for g in found.values())} of {len(found)} met"]
     for name, g in found.items():
@@ -100,7 +108,8 @@ def render_goals(found: dict) -> list[str]:
             state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")
             lines.append(f"  {name:<44} {state}")
             continue
-        value = "–" if g["value"] is None else f"{g['value']:.2f}"
+        value = "–" if g["value"] is None else f"{g['value']:.2f}" + (
+            f" [{g['interval'][0]:.2f}, {g['interval'][1]:.2f}] ({g['successes']}/{g['n']})" if "interval" in g else "")
         short = "" if g["met"] or g["value"] is None else f", short by {g['target'] - g['value']:.2f}"
         lines.append(f"  {name:<44} {value} (goal ≥ {g['target']:.2f}) {'met' if g['met'] else 'NOT MET' + short}")
     return lines

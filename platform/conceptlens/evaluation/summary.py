@@ -57,6 +57,9 @@ def goal_row(name: str, goal: dict) -> dict:
         row["target"] = f"≥ +{100 * goal['target']:.0f}"
         row["note"] = (f"overall {100 * goal.get('overall_change', 0):+.1f} points (at most −{100 * MAX_OVERALL_COST:.0f} "
                        f"allowed)" + (f"; worse: {', '.join(goal['harmed'])}" if goal.get("harmed") else ""))
+    elif "interval" in goal:
+        low, high = goal["interval"]
+        row["note"] = f"95 % interval [{low:.2f}, {high:.2f}] ({goal['successes']} of {goal['n']})"
     elif prefix == "filter_above_baselines" and goal.get("best"):
         row["note"] = f"best baseline: {goal['best']}"
     return row
