@@ -199,8 +199,8 @@ def test_the_spurious_neurons_are_named_and_the_repair_lifts_their_slice(cards, 
     card = cards[run]
     spurious = [n for n, s in card["world"]["scenarios"].items() if s["planted"] and s["kind"] == "spurious_correlation"]
     named = {k: g for k, g in card["goals"].items() if k.startswith("neuron_named.")}
-    repaired = {k: g for k, g in card["goals"].items() if k.startswith("repair_slice.")}
-    assert spurious and set(repaired) == {f"repair_slice.{n}" for n in spurious} and len(named) >= len(spurious)
+    repaired = {k: g for k, g in card["goals"].items() if k.startswith("head_retraining.")}
+    assert spurious and set(repaired) == {f"head_retraining.{n}" for n in spurious} and len(named) >= len(spurious)
     assert all(g["met"] for g in named.values()), card["neurons"]["naming"]
     assert all(g["met"] for g in repaired.values()), card["neurons"]["repair"]
     for found in card["neurons"]["naming"]["spurious"].values():

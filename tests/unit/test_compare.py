@@ -61,7 +61,7 @@ def test_two_samples_of_the_same_rate_are_rarely_called_different():
 def test_no_interval_no_verdict():
     assert change(auroc_estimate(0.8), auroc_estimate(0.99), 0.95) | {"a": None, "b": None} == {
         "a": None, "b": None, "delta": pytest.approx(0.19), "delta_low": None, "delta_high": None,
-        "significant": False, "note": "no interval"}
+        "significant": False, "note": "no interval", "test": None, "paired": False}
     only = change(share_estimate(0.5, 10, 0.95), None, 0.95)
     assert only["note"] == "only in run A" and not only["significant"] and only["delta"] is None
     assert change(None, share_estimate(0.5, 10, 0.95), 0.95)["note"] == "only in run B"
@@ -110,7 +110,7 @@ def scorecard(slice_accuracy, slice_n, planted, goal_met):
         "star_on_water": {"kind": "spurious_correlation", "classes": ["star"], "attribute": "background=water",
                           "n": slice_n, "accuracy": slice_accuracy, "gap": 0.9 - slice_accuracy, "planted": planted}}},
         "runtime": {"scenarios": {"overall": {"auroc": 0.95, "n": 1000, "n_defective": 100}}},
-        "goals": {"repair_slice.star_on_water": {"value": 0.3, "target": 0.1, "met": goal_met}}}
+        "goals": {"head_retraining.star_on_water": {"value": 0.3, "target": 0.1, "met": goal_met}}}
 
 
 def outputs(tmp_path, name, card_, monitor=None, heatmap=None, cards=None):
@@ -264,3 +264,151 @@ def test_a_section_s_intervals_hold_together():
 
     assert level(CompareConfig(), 1) == 0.95 and level(CompareConfig(), 4) == pytest.approx(1 - 0.05 / 4)
     assert level(CompareConfig(simultaneous=False), 4) == 0.95
+
+
+# --- paired rows: the same images in both runs ---------------------------------------------------------------
+
+def embedded(tmp_path, name, images, labels, predictions):
+    """A run's `embed` outputs as compare downloads them: ``predictions.parquet`` written by the real writer from a
+    small embeddings table whose rows point at ``images`` (files: only their content matters)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from conceptlens.pipeline.predictions import write_predictions
+
+    folder = tmp_path / name / "embed"
+    (folder / "embeddings").mkdir(parents=True)
+    n = len(images)
+    pq.write_table(pa.table({"id": [f"test-{i:06d}" for i in range(n)], "path": [str(p) for p in images],
+                             "split": ["test"] * n, "label": [f"c{k}" for k in labels],
+                             "label_index": np.asarray(labels, np.int64),
+                             "prediction": np.asarray(predictions, np.int64)}), folder / "embeddings" / "part-0.parquet")
+    assert write_predictions(folder / "embeddings", folder / "predictions.parquet") == n
+    return folder / "predictions.parquet"
+
+
+def world_images(tmp_path, world, n, content=None):
+    """``n`` image files of one world (ids repeat across worlds; the contents do not)."""
+    folder = tmp_path / "worlds" / world
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"test-{i:06d}.png" for i in range(n)]
+    for i, p in enumerate(paths):
+        p.write_bytes(f"{content or world}: image {i}".encode())
+    return paths
+
+
+def scored_run(tmp_path, name, images, labels, predictions, filter_scores=None, overall_auroc=0.9):
+    """A run with embed's predictions and a scorecard of those rows (and evaluate's per-row filter scores)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wrong = np.asarray(predictions) != np.asarray(labels)
+    card = scorecard(0.5, 100, True, False)
+    card["world"] |= {"accuracy": float(1 - wrong.mean()), "n": len(labels)}
+    card["runtime"]["scenarios"] = {"overall": {"auroc": overall_auroc, "n": len(labels), "n_defective": int(wrong.sum())},
+                                    "star_on_water": {"auroc": 0.8, "n": 300, "n_defective": 30}}
+    run = outputs(tmp_path, name, card)
+    run.files["embed/predictions.parquet"] = embedded(tmp_path, name, images, labels, predictions)
+    if filter_scores is not None:
+        path = tmp_path / name / "evaluate" / "filter_scores.parquet"
+        pq.write_table(pa.table({"id": [f"test-{i:06d}" for i in range(len(labels))], "score": filter_scores}), path)
+        run.files["evaluate/filter_scores.parquet"] = path
+    return run
+
+
+def repaired_predictions(n=3000, seed=0):
+    """Labels, a base head's predictions (246 errors: 0.918) and a repaired head's (60 fixed, 6 broken: +54 net
+    rows, 0.936): the demo's numbers, where the two runs' Wilson intervals touch."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    base, repaired = labels.copy(), labels.copy()
+    order = rng.permutation(n)
+    base_wrong, fixed, broken = order[:246], order[:60], order[246:252]
+    base[base_wrong] = (labels[base_wrong] + 1) % 10
+    repaired[base_wrong] = base[base_wrong]
+    repaired[fixed] = labels[fixed]
+    repaired[broken] = (labels[broken] + 2) % 10
+    return labels, base, repaired
+
+
+def test_rows_pair_by_id_and_image_content_not_by_id_alone(tmp_path):
+    from conceptlens.report.compare_paired import pair_rows, predictions_of
+
+    labels, base, _ = repaired_predictions(200)
+    demo, seed1 = world_images(tmp_path, "demo", 200), world_images(tmp_path, "seed1", 200)
+    table = lambda name, imgs: predictions_of(scored_run(tmp_path, name, imgs, labels, base))
+    a, same, other = table("a", demo), table("b", demo), table("c", seed1)
+    p = pair_rows(a, same)
+    assert p.paired and p.summary["same_images"] == 200 and p.summary["by"] == {"digest": 200, "path": 0}
+    assert (p.ia == p.ib).all()
+    p = pair_rows(a, other)  # another world: the same ids, other images
+    assert not p.paired and p.summary["ids_shared"] == 200 and p.summary["same_images"] == 0
+    assert "none is the same image" in p.summary["why"]
+    # a world rendered again in place (same paths, other pixels) is no longer the same images either
+    world_images(tmp_path, "demo", 200, content="regenerated")
+    assert not pair_rows(a, table("d", demo)).paired
+    # without digests (images not readable here) the paths decide; a different label never pairs
+    rows = {"id": ["x", "y", "z"], "path": ["/p/x", "/p/y", "/p/z"], "digest": [None] * 3, "label": ["c1", "c2", "c3"]}
+    moved = rows | {"path": ["/p/x", "/q/y", "/p/z"], "label": ["c1", "c2", "c9"]}
+    p = pair_rows(rows, moved)
+    assert p.summary["same_images"] == 1 and p.summary["by"] == {"digest": 0, "path": 1} and not p.paired
+    assert "only 1 of the smaller run's 3 rows" in p.summary["why"]
+
+
+def test_shared_rows_are_compared_by_mcnemar_where_wilson_intervals_would_overlap(tmp_path):
+    labels, base, repaired = repaired_predictions()
+    images = world_images(tmp_path, "demo", len(labels))
+    a, b = scored_run(tmp_path, "demo", images, labels, base), scored_run(tmp_path, "repaired", images, labels, repaired)
+    result = compare_outputs(a, b, CompareConfig())
+    acc = result["accuracy"]
+    assert acc["test"] == "mcnemar" and acc["paired"] and acc["rows_paired"] == 3000
+    assert acc["discordant"] == {"a_right_b_wrong": 6, "b_right_a_wrong": 60, "net": 54}
+    assert acc["delta"] == pytest.approx(54 / 3000) and acc["delta_low"] > 0 and acc["significant"]
+    assert acc["p"] < 1e-6 and (acc["a"]["value"], acc["b"]["value"]) == pytest.approx((0.918, 0.936))
+    unpaired = change(share_estimate(0.918, 3000, 0.95), share_estimate(0.936, 3000, 0.95), 0.95)
+    assert unpaired["test"] == "wilson" and not unpaired["significant"]  # the same numbers, read as two samples
+    assert result["pairing"]["paired"] and result["pairing"]["same_images"] == 3000
+    assert result["slices"]["unpaired_because"].startswith("which rows a slice holds is ground truth")
+    assert result["slices"]["rows"][0]["test"] == "wilson" and not result["slices"]["rows"][0]["paired"]
+    listed = next(s for s in result["significant"] if s["section"] == "accuracy")
+    assert listed["test"] == "mcnemar" and listed["paired"]
+    text = summary_text(result)
+    assert "McNemar, paired on 3000 rows" in text and "B right, A wrong: 60" in text
+    assert "rows: 3000 same images in both runs (3000 by digest" in text
+    assert f"[{acc['delta_low']:+.3g}, {acc['delta_high']:+.3g}] *" in text
+    page = render_page(result)
+    assert "McNemar, paired on 3000 rows" in page and "net +54" in page
+    assert json.loads(json.dumps(job._clean(result)))["accuracy"]["test"] == "mcnemar"  # compare.json as written
+
+
+def test_runs_of_different_worlds_are_compared_unpaired(tmp_path):
+    labels, base, repaired = repaired_predictions()
+    a = scored_run(tmp_path, "demo", world_images(tmp_path, "demo", 3000), labels, base)
+    b = scored_run(tmp_path, "seed1", world_images(tmp_path, "seed1", 3000), labels, repaired)
+    result = compare_outputs(a, b, CompareConfig())
+    acc = result["accuracy"]
+    assert acc["test"] == "wilson" and not acc["paired"] and acc["source"] == "scorecard (test rows)"
+    assert "none is the same image" in acc["unpaired_because"] and not acc["significant"]
+    assert result["pairing"]["ids_shared"] == 3000 and not result["pairing"]["paired"]
+    assert "rows: not paired" in summary_text(result)
+    no_rows = compare_outputs(outputs(tmp_path, "x", scorecard(0.5, 100, True, False)), a, CompareConfig())
+    assert "no per-row predictions" in no_rows["accuracy"]["unpaired_because"]
+
+
+def test_the_filter_auroc_is_paired_by_delong_only_where_the_errors_are_the_same_rows(tmp_path):
+    labels, base, repaired = repaired_predictions(1000)
+    images = world_images(tmp_path, "demo", 1000)
+    rng = np.random.default_rng(3)
+    wrong = base != labels
+    old, new = rng.normal(size=1000) + 1.0 * wrong, rng.normal(size=1000) + 2.0 * wrong  # a better filter
+    a = scored_run(tmp_path, "a", images, labels, base, old)
+    b = scored_run(tmp_path, "b", images, labels, base, new)  # the same classifier, a new filter
+    rows = {r["name"]: r for r in compare_outputs(a, b, CompareConfig())["filter"]["slices"]}
+    overall = rows["overall"]
+    assert overall["test"] == "delong" and overall["paired"] and overall["rows_paired"] == 1000
+    assert overall["delta"] > 0 and overall["delta_low"] > 0 and overall["significant"]
+    assert overall["a"]["n_pos"] == int(wrong.sum()) and overall["a"]["low"] < overall["a"]["value"]
+    assert rows["star_on_water"]["test"] == "hanley-mcneil" and not rows["star_on_water"]["paired"]  # slices: truth
+    c = scored_run(tmp_path, "c", images, labels, repaired, new)  # another classifier: other errors
+    overall = next(r for r in compare_outputs(a, c, CompareConfig())["filter"]["slices"] if r["name"] == "overall")
+    assert overall["test"] == "hanley-mcneil" and not overall["paired"]
+    assert "err on different rows" in overall["unpaired_because"]

@@ -150,8 +150,36 @@ def test_the_neurons_section_scores_naming_and_repair_against_the_truth():
     repaired = section["repair"]["retain"]["slices"]["star_on_water"]
     assert repaired["before"] == 0.0 and repaired["after"] == 1.0 and repaired["worse_p"] == 1.0
     goals = neuron_goals(section)
-    assert goals["neuron_named.star_on_water.star"]["met"] and goals["repair_slice.star_on_water"]["met"]
+    assert goals["neuron_named.star_on_water.star"]["met"] and goals["head_retraining.star_on_water"]["met"]
     hurt = pa.table({"id": predictions["id"], "label_index": labels, "base": labels, "retain": 1 - labels})
     section = neurons_section(neurons, hurt, activations, present, scenario, ["background=water", "background=grass"],
                               planted, "retain")
-    assert not neuron_goals(section)["repair_slice.star_on_water"]["met"]
+    assert not neuron_goals(section)["head_retraining.star_on_water"]["met"]
+
+
+def test_the_edit_is_measured_against_plain_cross_entropy_on_the_same_rows():
+    """The same slice lift from the edit and from plain cross-entropy: head retraining is met, but the edit does
+    not beat cross-entropy (McNemar on the same rows: no discordant row); an edit that fixes 30 more slice rows
+    than cross-entropy does."""
+    n = 200
+    labels = np.arange(n) % 2
+    scenario = np.where(np.arange(n) < 60, "star_on_water", None).astype(object)
+    base = np.where(scenario == "star_on_water", 1 - labels, labels)
+    planted = [Scenario("star_on_water", "spurious_correlation", ("star",), "background=water", 1.0)]
+    neurons = pa.table({"class": ["star"], "neuron": [0], "direction": [INSUFFICIENT], "share": [0.9],
+                        "concepts": [["background=water"]]})
+    activations, present = np.random.default_rng(0).normal(size=(n, 1)), np.ones((n, 1), bool)
+    same = pa.table({"id": np.arange(n).astype(str), "label_index": labels, "base": base, "retain": labels,
+                     "ce": labels})
+    goals = neuron_goals(neurons_section(neurons, same, activations, present, scenario, ["background=water"],
+                                         planted, "retain"))
+    assert goals["head_retraining.star_on_water"]["met"]
+    tie = goals["repair_beats_ce.star_on_water"]
+    assert tie["value"] == 0 and not tie["met"] and tie["p"] == 1.0
+    ce_half = np.where(np.arange(n) < 30, base, labels)  # cross-entropy fixes only half of the slice
+    better = pa.table({"id": same["id"], "label_index": labels, "base": base, "retain": labels, "ce": ce_half})
+    section = neurons_section(neurons, better, activations, present, scenario, ["background=water"], planted, "retain")
+    beat = neuron_goals(section)["repair_beats_ce.star_on_water"]
+    assert beat["value"] == pytest.approx(0.5) and beat["met"] and beat["interval"][0] > 0
+    assert section["repair"]["retain"]["overall"]["vs_ce"]["b_only"] == 30
+    assert "vs_ce" not in section["repair"]["ce"]["overall"]  # cross-entropy is not compared with itself

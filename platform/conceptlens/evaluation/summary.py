@@ -16,7 +16,8 @@ PHRASES = {
     "sentence_first": ("sentences", "{0}: named by the sentence shown (rank)"),
     "no_distractor_shown": ("sentences", "distractor sentences shown as failure modes"),
     "neuron_named": ("neurons", "{0}: the top neuron of {1} is named after the planted concept"),
-    "repair_slice": ("neurons", "{0}: the repaired head lifts the slice (points of accuracy)"),
+    "head_retraining": ("neurons", "{0}: the retrained head lifts the slice (points of accuracy)"),
+    "repair_beats_ce": ("neurons", "{0}: the retaining-ratio edit above plain cross-entropy (points, paired)"),
     "filter_misclassified": ("runtime filter", "AUROC on misclassified inputs"),
     "filter_above_baselines": ("runtime filter", "AUROC above the best baseline"),
     "filter_pgd_eps8": ("runtime filter", "AUROC on PGD, ε = 8/255"),
@@ -52,7 +53,12 @@ def goal_row(name: str, goal: dict) -> dict:
     elif prefix == "filter_false_alarms":
         row["target"] = f"within ±{_text(goal.get('target'))}"
         row["value"] = "–" if goal.get("value") is None else f"{goal['value']:+.2f}"
-    elif prefix == "repair_slice" and goal.get("value") is not None:
+    elif prefix == "repair_beats_ce" and goal.get("value") is not None:
+        low, high = goal["interval"]
+        row["value"] = f"{100 * goal['value']:+.1f}"
+        row["target"] = "> 0 (interval)"
+        row["note"] = f"95 % interval [{100 * low:+.1f}, {100 * high:+.1f}] points, McNemar p {goal['p']:.2g}"
+    elif prefix == "head_retraining" and goal.get("value") is not None:
         row["value"] = f"{100 * goal['value']:+.1f}"
         row["target"] = f"≥ +{100 * goal['target']:.0f}"
         row["note"] = (f"overall {100 * goal.get('overall_change', 0):+.1f} points (at most −{100 * MAX_OVERALL_COST:.0f} "
