@@ -6,9 +6,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def demo_config() -> str:
-    """The demo's config: tests train (or reuse from the cache) exactly the demo's world and models."""
-    return str(REPO / "conf" / "demo.yaml")
+def demo_config(tmp_path_factory) -> str:
+    """The demo's config: tests train (or reuse from the cache) exactly the demo's world and models. With
+    ``CONCEPTLENS_TEST_OVERRIDES`` set (``key=value`` pairs, e.g. ``world.model_seed=1`` to run the suite on models
+    trained at another seed), the demo's config with those overrides."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    demo = REPO / "conf" / "demo.yaml"
+    overrides = os.environ.get("CONCEPTLENS_TEST_OVERRIDES", "").split()
+    if not overrides:
+        return str(demo)
+    merged = OmegaConf.merge(OmegaConf.load(demo), OmegaConf.from_dotlist(overrides))
+    path = tmp_path_factory.mktemp("conf") / "demo.yaml"
+    OmegaConf.save(merged, path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,9 @@ class WorldConfig:
     # `world` fails (exit 1) when a scenario's slice gap on test stays under 0.20: it planted nothing worth
     # debugging. true = report it and go on (e.g. to study what a weak scenario does).
     allow_unplanted: bool = False
+    # the seed the world's models are trained with (the classifier's initial weights and batches, the tiny CLIP's);
+    # None = seed. Another value retrains them on the same images: does a result hold for another trained model?
+    model_seed: Optional[int] = None
 
 
 @dataclass
@@ -404,10 +407,12 @@ def to_dict(section: Any) -> dict:
 
 def world_key(world: WorldConfig) -> dict:
     """What a world's content depends on, for cache keys: ``world`` as a dict without ``allow_unplanted`` (a
-    check, not content) and without scenario fields left unset (None), so a config written before an optional
-    field existed keeps its key, and its cached world and models."""
+    check, not content) and without optional fields left unset (None: scenario fields, ``model_seed``), so a
+    config written before an optional field existed keeps its key, and its cached world and models."""
     out = to_dict(world)
     out.pop("allow_unplanted")
+    if out.get("model_seed") is None:  # unset: the key it had before the field existed
+        out.pop("model_seed", None)
     out["scenarios"] = [{k: v for k, v in s.items() if v is not None} for s in out["scenarios"]]
     return out
 

@@ -36,9 +36,15 @@ def scenarios_of(cfg: Config) -> list[Scenario]:
     return [Scenario.from_dict(asdict(s)) for s in cfg.world.scenarios]
 
 
+def model_seed(cfg: Config) -> int:
+    """The seed the world's models train with: ``world.model_seed``, else the world's own seed."""
+    return cfg.world.seed if cfg.world.model_seed is None else cfg.world.model_seed
+
+
 def ensure_world(cfg: Config, log: Log = print) -> Path:
     """The folder of the world ``cfg.world`` describes, generated if not cached."""
-    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(world_key(cfg.world), WORLD_VERSION)
+    images = {k: v for k, v in world_key(cfg.world).items() if k != "model_seed"}  # models only: same images
+    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(images, WORLD_VERSION)
     if (root / "manifest.parquet").is_file():
         log(f"world: reusing {root}")
         return root
@@ -80,12 +86,12 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
     def train(tmp: Path) -> dict:
         data = split_arrays(read_manifest(world), "train")
         images = load_images(data["paths"])
-        torch.manual_seed(cfg.world.seed)  # the initial weights too: the same config trains the same model
+        torch.manual_seed(model_seed(cfg))  # the initial weights too: the same config trains the same model
         clf = build_classifier(cfg.classifier.arch, num_classes=cfg.classifier.num_classes,
                                head=cfg.classifier.head, weights=cfg.classifier.weights)
         log(f"classifier: training {cfg.classifier.arch} on {len(data['labels'])} images ({device})")
         info = train_classifier(clf, images, torch.as_tensor(data["labels"]), cfg.classifier.train,
-                                device=device, seed=cfg.world.seed, log=log)
+                                device=device, seed=model_seed(cfg), log=log)
         faults = [s for s in scenarios_of(cfg) if s.kind == "head_fault"]
         if faults:
             features = encoder_features(clf, images, device=device, progress=Progress(
@@ -104,16 +110,18 @@ def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print)
         return cfg.vlm.pretrained
     # scenarios bend only the classifier's split: the vlm split, and so the VLM, depend on these alone
     vlm_split = {"seed": cfg.world.seed, "image_size": cfg.world.image_size, "size": cfg.world.splits.get("vlm", 0)}  # not a truth column: a cache key
+    if cfg.world.model_seed is not None:
+        vlm_split["model_seed"] = cfg.world.model_seed
     path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, RECIPE_VERSION, cfg.vlm)}.pt"
 
     def train(tmp: Path) -> dict:
         data = split_arrays(read_manifest(world), "vlm")
         images = load_images(data["paths"])
-        torch.manual_seed(cfg.world.seed)
+        torch.manual_seed(model_seed(cfg))
         vlm = build_vlm(cfg.vlm.arch, model_config=cfg.vlm.model_config)
         log(f"tiny CLIP: training {cfg.vlm.arch} on {len(data['labels'])} captioned images ({device})")
         info = train_clip(vlm, images, data["labels"], data["attributes"], cfg.vlm,
-                          device=device, seed=cfg.world.seed, log=log)
+                          device=device, seed=model_seed(cfg), log=log)
         save_vlm(vlm.cpu(), tmp)
         return info
 
