@@ -12,6 +12,7 @@ interval), and writes them with the command, date, machine and seeds to ``benchm
     .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --config conf/experiments/null_world.yaml \\
         --steps semantic
     .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --summary-only     # re-read finished runs
+    .venv/bin/python benchmarks/fidelity.py --config conf/demo.yaml --steps models     # only train and cache
 
 A re-run resumes: trained models are cached by content, ``embed`` and ``attack`` resume, the analyses re-run (so a
 change to an analysis or to the scoring is measured by re-running, in minutes). Runs go under ``--root``
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from conceptlens.cli import parse_config
-from conceptlens.jobs import analyze, demo, embed, evaluate, world
+from conceptlens.jobs import analyze, attack, demo, embed, evaluate, world
 from conceptlens.pipeline.stats import wilson
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,15 +41,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUIET = ["monitor.model_name=", "neurons.model_name=", "neurons.visualise.neurons=0", "world.allow_unplanted=true"]
 
 
-def run_seed(argv: list[str], steps: str) -> dict:
-    """One seed through the pipeline; its scorecard."""
+STEPS = {"semantic": (world, embed, analyze, evaluate), "models": (world, embed, attack)}
+
+
+def run_seed(argv: list[str], steps: str) -> dict | None:
+    """One seed through the pipeline; its scorecard (None for ``models``: nothing is scored)."""
     cfg = parse_config("fidelity", __doc__, argv)
     if steps == "all":
         demo.main(argv)  # exit 1 when a scenario did not plant: reported below (world.skipped), not fatal
     else:
-        for step in (world, embed, analyze, evaluate):
-            if step.main(argv) != 0:
+        for step in STEPS[steps]:
+            if step.main(argv) != 0 and step is not world:  # world: 1 when a scenario did not plant
                 raise SystemExit(f"{step.__name__} exited non-zero for {' '.join(argv)}")
+    if steps == "models":
+        return None
     return json.loads((Path(cfg.run.root) / cfg.run.name / "evaluate" / "scorecard.json").read_text())
 
 
@@ -111,8 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], metavar="FILE")
     parser.add_argument("--seeds", type=int, nargs="+", help="world seeds (default: the config's and the next two)")
-    parser.add_argument("--steps", choices=("all", "semantic"), default="all",
-                        help="all: the demo pipeline; semantic: world, embed, analyze, evaluate")
+    parser.add_argument("--steps", choices=("all", "semantic", "models"), default="all",
+                        help="all: the demo pipeline; semantic: world, embed, analyze, evaluate; models: world, embed, "
+                             "attack only (trains and caches the expensive parts, scores nothing)")
     parser.add_argument("--root", default="runs/fidelity", help="where the runs go (run.root)")
     parser.add_argument("--summary-only", action="store_true", help="only re-read the finished runs' scorecards")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -129,8 +136,13 @@ def main() -> None:
             cards[seed] = json.loads((Path(args.root) / f"{name}-s{seed}" / "evaluate" / "scorecard.json").read_text())
         else:
             cards[seed] = run_seed(argv, args.steps)
+        if cards[seed] is None:
+            print(f"seed {seed}: models trained and cached", flush=True)
+            continue
         print(f"seed {seed}: {sum(g['met'] for g in cards[seed]['goals'].values())} of "
               f"{len(cards[seed]['goals'])} goals met", flush=True)
+    if args.steps == "models":
+        return
     summary = summarise(cards)
     result = {"set": name, "configs": args.config, "overrides": args.overrides, "steps": args.steps, "seeds": seeds,
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
