@@ -9,8 +9,12 @@ one with a scorecard.
 Compared, B against A: the classifier's accuracy, overall and per planted slice; the concepts blamed per class
 that appeared or disappeared; root causes matched by their concepts and sentences, as fixed / persisting / new;
 the runtime filter's AUROCs and threshold drift; the scorecard's goals. Every number has an interval
-(compare.confidence; simultaneous within a section by Bonferroni, compare.simultaneous); a change is called
-significant only when the two runs' intervals do not overlap.
+(compare.confidence; simultaneous within a section by Bonferroni, compare.simultaneous). Where the two runs
+classified the same images (same id, label and image content, from `embed`'s per-row predictions) the tests are
+paired: McNemar for the accuracy, DeLong for the filter's overall misclassification AUROC (where `evaluate`
+logged per-row filter scores and both classifiers err on the same rows), significant when the interval on the
+difference excludes 0. Elsewhere (other rows, the planted slices, whose membership is ground truth) a change is
+called significant only when the two runs' intervals do not overlap. compare.json names the test of each number.
 Everything is read from MLflow (metrics and artifacts), so the store may be a server elsewhere
 (mlflow.tracking_uri; default the store under run.root).
 
@@ -76,6 +80,8 @@ def counts(result: dict) -> dict[str, float]:
         out |= {f"causes_{k}": len(causes[k]) for k in ("fixed", "persisting", "new")}
     if result["accuracy"].get("delta") is not None:
         out["accuracy_delta"] = result["accuracy"]["delta"]
+    if result["accuracy"].get("paired"):
+        out |= {"accuracy_p": result["accuracy"]["p"], "rows_paired": result["accuracy"]["rows_paired"]}
     return {k: float(v) for k, v in out.items()}
 
 

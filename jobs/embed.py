@@ -6,6 +6,8 @@ tasks, runs the classifier and the VLM in an actor pool, and writes
 that could not be read. A re-run resumes: finished shards are skipped. Rows without a split get
 ``calib`` or ``test`` from a hash of their id (``data.calib_share``). ``<run>/embed/inputs.json``
 records the models and data used; the commands after ``embed`` take them from there.
+``<run>/embed/predictions.parquet`` (test rows: id, path, image content digest, label, prediction) is logged to
+MLflow beside them, so that ``compare`` can pair two runs' rows that are the same images.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pyarrow.parquet as pq
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.pipeline.datasets import classes_of, read_dataset
+from conceptlens.pipeline.predictions import PREDICTIONS, write_predictions
 from conceptlens.pipeline.raydata import embed_table, init_ray
 from conceptlens.pipeline.runs import (Progress, command_dir, log, model_spec, record_inputs, world_dir,
                                        write_metrics)
@@ -111,7 +114,8 @@ def run(cfg: Config) -> dict:
     with mlflow_run(cfg, "embed"):
         metrics = embed(cfg)
         out = command_dir(cfg.run, "embed")
-        log_results(metrics, out / "metrics.json", out / "inputs.json", out / "rejects",
+        write_predictions(out / "embeddings", out / PREDICTIONS)
+        log_results(metrics, out / "metrics.json", out / "inputs.json", out / "rejects", out / PREDICTIONS,
                     tags={"output": metrics["output"]})
     return metrics
 

@@ -7,8 +7,10 @@ Two small runs are made next to the demo, as cheaply as the question allows:
   none of its accuracies, slices or filter numbers significant at all.
 * ``repaired_head``: the classifier version `neurons` registered as repaired, on the demo world's test rows
   (``classifier.checkpoint=models:/conceptlens-classifier@repaired``): embed, analyze, evaluate (scored against
-  the demo world's truth). Against the demo, its planted spurious failure must show as fixed or reduced;
+  the demo world's truth). Against the demo, its planted spurious failure must show as fixed or reduced, and the
+  overall accuracy is compared on the same 3000 images by McNemar's paired test (printed for the README);
   ``models:/…@base`` against ``models:/…@repaired`` must resolve to runs of those two classifiers.
+  ``seed1`` shares the demo's ids (``test-000000``…) but not its images: never paired.
 """
 import json
 
@@ -70,6 +72,17 @@ def test_the_repaired_classifier_fixes_the_planted_spurious_failure(repaired, de
     row = next(r for r in result["slices"]["rows"] if r["name"] == spurious(demo_config))
     assert row["verdict"] in ("fixed", "reduced") and row["significant"] and row["delta"] > 0.1, row
     assert f"{row['name']}" in printed and row["verdict"] in printed
+    # the same 3000 test images in both runs: the accuracies are paired (McNemar on the shared rows)
+    pairing, acc = result["pairing"], result["accuracy"]
+    assert pairing["paired"] and pairing["same_images"] == 3000 and pairing["by"]["digest"] == 3000, pairing
+    assert acc["test"] == "mcnemar" and acc["paired"] and acc["rows_paired"] == 3000, acc
+    assert acc["delta"] == pytest.approx((acc["discordant"]["net"]) / 3000)
+    assert acc["significant"] == (acc["delta_low"] > 0 or acc["delta_high"] < 0)
+    assert "McNemar, paired on 3000 rows" in printed
+    accuracy_line = next(line for line in printed.splitlines() if line.startswith("accuracy"))
+    with capsys.disabled():  # the measured numbers, for the README
+        print(f"\n{accuracy_line}\n  p = {acc['p']:.3g}, discordant {acc['discordant']}, "
+              f"interval [{acc['delta_low']:+.4f}, {acc['delta_high']:+.4f}]")
     assert result["b"]["commands"].keys() == {"embed", "analyze", "evaluate"}
     # what the repaired run lacks is said, never counted as fixed
     assert "no `rootcause` outputs in run 'repaired_head'" in result["causes"]["absent"]
@@ -93,6 +106,9 @@ def test_registered_versions_resolve_to_the_runs_of_their_classifiers(repaired, 
 
 def test_two_samples_of_one_setup_change_nothing_significant(seed1, demo_run, capsys):
     result, printed = run_compare(demo_run, "demo", seed1, capsys)
+    # the same ids in another world are other images: not paired, the two samples' intervals decide
+    assert not result["pairing"]["paired"] and result["pairing"]["ids_shared"] == 1000, result["pairing"]
+    assert result["pairing"]["same_images"] == 0 and result["accuracy"]["test"] == "wilson"
     changes = [result["accuracy"], *result["slices"]["rows"], *result["blamed"]["rows"],
                *result["filter"].get("slices", [])]
     with_intervals = [c for c in changes if c["a"] and c["b"] and c["a"]["low"] is not None and c["b"]["low"] is not None]

@@ -2,8 +2,11 @@
 
 :func:`compare_outputs` returns one JSON-ready dict (``compare.json``):
 
-* ``accuracy``: the classifier's accuracy, from the first source both runs have (the scorecard's test rows,
-  else monitor's test rows, else analyze's analysed rows), Wilson intervals;
+* ``pairing``: whether the runs scored the same images (:mod:`.compare_paired`: same id, label and image content),
+  how many, and why not;
+* ``accuracy``: the classifier's accuracy. Paired runs: McNemar on the shared test rows (``embed``'s per-row
+  predictions), the interval on the difference deciding; else from the first source both runs have (the
+  scorecard's test rows, else monitor's test rows, else analyze's analysed rows), Wilson intervals;
 * ``slices``: each planted slice's accuracy (scorecard) — *fixed* (significantly better and no longer a planted
   failure), *reduced* (significantly better), *worse*, or no significant change;
 * ``blamed``: per class, the concepts analyze blames (significant risk-ratio cells the trust check backs) that
@@ -11,11 +14,15 @@
 * ``causes``: root causes matched by concepts and sentences (:mod:`.compare_match`): *fixed*, *persisting*
   (*reduced* or *grew* when its failure rate changed significantly), *new*;
 * ``filter``: the runtime filter's AUROCs (with Hanley–McNeil intervals where the scorecard has the counts, without
-  for monitor's detection table) and each head's threshold drift;
+  for monitor's detection table; the overall misclassification AUROC by DeLong's paired test where the runs are
+  paired, both have per-row filter scores and their classifiers err on the same rows) and each head's threshold
+  drift;
 * ``goals``: the scorecard's fidelity goals, met → not met and back;
 * ``significant``: every change called significant, in one list.
 
-A section one run lacks says so (``absent``) instead of calling its contents fixed or new.
+A section one run lacks says so (``absent``) instead of calling its contents fixed or new. Every change names its
+test (``test``, ``paired``; paired ones also ``rows_paired`` and ``p``); ``unpaired_because`` says why a number
+that could have been paired was not.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import math
 from conceptlens.config import CompareConfig
 from conceptlens.evaluation.slices import scorecard_numbers
 from conceptlens.report.compare_match import causes, match
+from conceptlens.report.compare_paired import Pairing, paired_accuracy, paired_auroc, pairing
 from conceptlens.report.compare_runs import RunOutputs
 from conceptlens.report.compare_stats import auroc_estimate, change, estimate, share_estimate, z_value
 from conceptlens.semantic.heatmaps import Z95  # the level of analyze's risk-ratio intervals
@@ -32,6 +40,7 @@ SCORECARD, ANALYSIS, CARDS, SENTENCES, MONITOR = ("evaluate/scorecard.json", "an
                                                   "rootcause/cards.json", "explain/summary.json",
                                                   "monitor/metrics.json")
 HELD_OUT = "heldout"  # the set of rootcause's cards: held-out failures (not the attacks)
+OVERALL = "overall"  # the scorecard's filter row over every test error (the others are per planted slice)
 
 
 def level(cfg: CompareConfig, rows: int) -> float:
@@ -48,8 +57,11 @@ def _absent(a: RunOutputs, b: RunOutputs, key: str, command: str) -> str | None:
     return f"no `{command}` outputs in run {' and '.join(repr(m) for m in missing)} (run `conceptlens {command}`)"
 
 
-def accuracy(a: RunOutputs, b: RunOutputs, conf: float) -> dict:
-    """The classifier's accuracy in both runs, from the first source both have."""
+def accuracy(a: RunOutputs, b: RunOutputs, conf: float, pairs: Pairing) -> dict:
+    """The classifier's accuracy in both runs: McNemar on the shared rows where the runs are paired, else from the
+    first source both have."""
+    if pairs.paired:
+        return paired_accuracy(a, b, pairs, conf)
     def sources(o: RunOutputs) -> dict:
         out = {}
         if card := o.json(SCORECARD):
@@ -66,12 +78,13 @@ def accuracy(a: RunOutputs, b: RunOutputs, conf: float) -> dict:
     sa, sb = sources(a), sources(b)
     for name in sa:
         if name in sb:
-            return {"source": name, **change(sa[name], sb[name], conf)}
+            return {"source": name, **change(sa[name], sb[name], conf), "unpaired_because": pairs.summary["why"]}
     return {"absent": "no accuracy both runs report (run `conceptlens evaluate`, `monitor` or `analyze`)"}
 
 
-def slices(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
-    """Each planted slice's accuracy in both runs (the scorecard), with a verdict."""
+def slices(a: RunOutputs, b: RunOutputs, cfg: CompareConfig, pairs: Pairing) -> dict:
+    """Each planted slice's accuracy in both runs (the scorecard), with a verdict; unpaired even where the runs
+    share rows (which rows a slice holds is ground truth, which compare does not read)."""
     if why := _absent(a, b, SCORECARD, "evaluate"):
         return {"absent": why}
     na, nb = scorecard_numbers(a.json(SCORECARD)), scorecard_numbers(b.json(SCORECARD))
@@ -94,7 +107,9 @@ def slices(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
         out.append({"name": name, "kind": known["kind"], "classes": known["classes"], "attribute": known["attribute"],
                     "planted": [bool(sa and sa["planted"]), bool(sb and sb["planted"])],
                     "gap": [sa and sa["gap"], sb and sb["gap"]], "verdict": verdict, **c})
-    return {"rows": out, "min_gap": na["min_gap"], "level": conf}
+    why = "which rows a slice holds is ground truth: compare reads only the scorecard's counts" if pairs.paired else \
+        pairs.summary["why"]
+    return {"rows": out, "min_gap": na["min_gap"], "level": conf, "unpaired_because": why}
 
 
 def _cells(o: RunOutputs, source: str) -> dict | None:
@@ -119,7 +134,7 @@ def _log_ratio(cell: dict | None, conf: float) -> dict | None:
     if cell["se"] is None or cell["value"] is None:
         return estimate(cell["value"], q=cell["q"])
     half = z_value(conf) * cell["se"]
-    return estimate(cell["value"], cell["value"] - half, cell["value"] + half, q=cell["q"])
+    return estimate(cell["value"], cell["value"] - half, cell["value"] + half, q=cell["q"], kind="log_risk_ratio")
 
 
 def blamed(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
@@ -184,9 +199,17 @@ def root_causes(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
             "threshold": cfg.match_threshold, "sentences": [bool(o.json(SENTENCES)) for o in (a, b)], "level": conf}
 
 
-def runtime_filter(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
-    """The filter's AUROCs (scorecard per slice, with intervals; monitor's detection table, without) and each
-    head's threshold drift."""
+def _overall_auroc(a: RunOutputs, b: RunOutputs, pairs: Pairing, conf: float, unpaired: dict) -> dict:
+    """The overall misclassification AUROC: DeLong's paired test where it applies, else ``unpaired`` (saying why)."""
+    if not pairs.paired:
+        return unpaired | {"unpaired_because": pairs.summary["why"]}
+    found, why = paired_auroc(a, b, pairs, conf)
+    return unpaired | {"unpaired_because": why} if found is None else {"name": unpaired["name"], **found}
+
+
+def runtime_filter(a: RunOutputs, b: RunOutputs, cfg: CompareConfig, pairs: Pairing) -> dict:
+    """The filter's AUROCs (scorecard per slice, with intervals, the overall one paired where it can be;
+    monitor's detection table, without) and each head's threshold drift."""
     out = {}
     ra, rb = ({r["name"]: r for r in scorecard_numbers(o.json(SCORECARD))["filter"]} if o.json(SCORECARD) else {}
               for o in (a, b))
@@ -196,6 +219,7 @@ def runtime_filter(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
             auroc_estimate(ra[n]["auroc"], ra[n]["n_pos"], ra[n]["n_neg"], conf) if n in ra else None,
             auroc_estimate(rb[n]["auroc"], rb[n]["n_pos"], rb[n]["n_neg"], conf) if n in rb else None, conf)}
             for n in list(ra) + [n for n in rb if n not in ra]]
+        out["slices"] = [_overall_auroc(a, b, pairs, conf, r) if r["name"] == OVERALL else r for r in out["slices"]]
     if why := _absent(a, b, MONITOR, "monitor"):
         return out | {"absent": why}
     ma, mb = a.json(MONITOR), b.json(MONITOR)
@@ -242,7 +266,8 @@ def significant_changes(result: dict) -> list[dict]:
     def add(section: str, what: str, c: dict, a=None, b=None) -> None:
         if c.get("significant"):
             out.append({"section": section, "what": what, "a": c["a"]["value"] if a is None else a,
-                        "b": c["b"]["value"] if b is None else b, "delta": None if a is not None else c["delta"]})
+                        "b": c["b"]["value"] if b is None else b, "delta": None if a is not None else c["delta"],
+                        "test": c.get("test"), "paired": bool(c.get("paired")), "p": c.get("p")})
 
     if "delta" in result["accuracy"]:
         add("accuracy", f"accuracy ({result['accuracy']['source']})", result["accuracy"])
@@ -260,11 +285,14 @@ def significant_changes(result: dict) -> list[dict]:
 def compare_outputs(a: RunOutputs, b: RunOutputs, cfg: CompareConfig) -> dict:
     """The whole comparison of run A (before) with run B (after); see the module docstring."""
     together = ", simultaneous within each section by Bonferroni" if cfg.simultaneous else ""
+    pairs = pairing(a, b)
+    shared = (f"{pairs.summary['same_images']} shared rows: McNemar / DeLong paired, the interval on the difference "
+              f"excludes 0; elsewhere " if pairs.paired else "")
     result = {"a": _run(a), "b": _run(b), "confidence": cfg.confidence, "simultaneous": cfg.simultaneous,
-              "rule": f"significant: the two runs' intervals do not overlap ({cfg.confidence:.0%}{together})",
-              "accuracy": accuracy(a, b, cfg.confidence), "slices": slices(a, b, cfg),
-              "blamed": blamed(a, b, cfg), "causes": root_causes(a, b, cfg), "filter": runtime_filter(a, b, cfg),
-              "goals": goals(a, b)}
+              "rule": f"significant: {shared}the two runs' intervals do not overlap ({cfg.confidence:.0%}{together})",
+              "pairing": pairs.summary, "accuracy": accuracy(a, b, cfg.confidence, pairs), "slices": slices(a, b, cfg, pairs),
+              "blamed": blamed(a, b, cfg), "causes": root_causes(a, b, cfg),
+              "filter": runtime_filter(a, b, cfg, pairs), "goals": goals(a, b)}
     result["significant"] = significant_changes(result)
     return result
 

@@ -10,6 +10,8 @@ SECTIONS = [("summary", "What changed"), ("runs", "The two runs"), ("accuracy", 
             ("slices", "Planted slices"), ("blamed", "Blamed concepts per class"), ("causes", "Root causes"),
             ("filter", "Runtime filter"), ("goals", "Scorecard goals")]
 PER_CLASS, LISTED = 4, 12  # printed: blamed concepts per class, significant changes (the page lists all)
+TESTS = {"mcnemar": "McNemar", "delong": "DeLong", "wilson": "Wilson intervals",
+         "hanley-mcneil": "Hanley–McNeil intervals", "risk-ratio": "risk-ratio intervals"}
 
 
 def est(e: dict | None) -> str:
@@ -28,6 +30,29 @@ def delta(c: dict) -> str:
         return c.get("note") or "–"
     interval = f" [{c['delta_low']:+.3g}, {c['delta_high']:+.3g}]" if c.get("delta_low") is not None else ""
     return f"Δ {c['delta']:+.3g}{interval}{' *' if c['significant'] else ''}"
+
+
+def test_used(c: dict) -> str:
+    """``McNemar, paired on 3000 rows, p = 3.1e-09 (A right, B wrong: 20; B right, A wrong: 74)``,
+    ``Wilson intervals, unpaired`` or ``""`` (no test: no interval)."""
+    name = c.get("test")
+    if not name:
+        return ""
+    if not c.get("paired"):
+        return f"{TESTS.get(name, name)}, unpaired"
+    found = c.get("discordant")
+    rows = (f" (A right, B wrong: {found['a_right_b_wrong']}; B right, A wrong: {found['b_right_a_wrong']})"
+            if found else "")
+    return f"{TESTS.get(name, name)}, paired on {c['rows_paired']} rows, p = {c['p']:.2g}{rows}"
+
+
+def pairing_line(p: dict) -> str:
+    """Whether the runs' rows were paired: ``rows: 3000 same images in both runs (3000 by content digest) …``."""
+    if not p.get("paired"):
+        return f"rows: not paired ({p.get('why')}): unpaired tests"
+    by = ", ".join(f"{n} by {how}" for how, n in p["by"].items() if n)
+    return (f"rows: {p['same_images']} same images in both runs ({by}; runs of {p['rows'][0]} and {p['rows'][1]} "
+            f"rows): paired tests where per-row outputs exist")
 
 
 def _causes_line(causes: dict) -> str:
@@ -54,9 +79,12 @@ def summary_text(result: dict, page: str | None = None) -> str:
     a, b = result["a"], result["b"]
     lines = [f"compare '{a['name']}' → '{b['name']}' ({result['rule']}; * = significant)",
              f"  A: {a['how']} [{a['run_id'][:8]}]", f"  B: {b['how']} [{b['run_id'][:8]}]"]
+    if result.get("pairing"):
+        lines.append(pairing_line(result["pairing"]))
     acc = result["accuracy"]
     lines.append(f"accuracy: not compared: {acc['absent']}" if "absent" in acc else
-                 f"accuracy, {acc['source']}: {est(acc['a'])} → {est(acc['b'])}  {delta(acc)}")
+                 f"accuracy, {acc['source']}: {est(acc['a'])} → {est(acc['b'])}  {delta(acc)}"
+                 f"{'  ' + test_used(acc) if test_used(acc) else ''}")
     sl = result["slices"]
     if "absent" in sl:
         lines.append(f"planted slices: not compared: {sl['absent']}")
@@ -96,7 +124,8 @@ def summary_text(result: dict, page: str | None = None) -> str:
     if flt.get("slices"):
         lines.append(f"filter misclassification AUROC (test rows, scorecard, {_level(flt)} intervals):")
         width = max(len(r["name"]) for r in flt["slices"])
-        lines += [f"  {r['name']:<{width}}  {est(r['a'])} → {est(r['b'])}  {delta(r)}" for r in flt["slices"]]
+        lines += [f"  {r['name']:<{width}}  {est(r['a'])} → {est(r['b'])}  {delta(r)}"
+                  f"{'  ' + test_used(r) if r.get('paired') else ''}" for r in flt["slices"]]
     if "absent" in flt:
         lines.append(f"filter thresholds: not compared: {flt['absent']}")
     else:
@@ -130,4 +159,4 @@ def scale(c: dict) -> tuple[float, float] | None:
 def render_page(result: dict) -> str:
     """The comparison as one self-contained HTML page."""
     return render("compare.html.j2", r=result, sections=[{"id": i, "title": t} for i, t in SECTIONS], est=est,
-                  delta=delta, scale=scale)
+                  delta=delta, scale=scale, test_used=test_used, pairing_line=pairing_line)

@@ -25,8 +25,10 @@ from conceptlens.pipeline.runs import log
 from conceptlens.pipeline.tracking import COMMAND, PIPELINE, sqlite_file
 
 # per command, the artifacts compared ({source}: compare.source)
-WANTED = {"evaluate": ("scorecard.json",), "analyze": ("summary.json", "heatmaps_{source}.parquet"),
-          "rootcause": ("cards.json",), "explain": ("summary.json",), "monitor": ("metrics.json",)}
+# (embed's per-row predictions and evaluate's per-row filter scores: to pair the runs' rows, :mod:`.compare_paired`)
+WANTED = {"evaluate": ("scorecard.json", "filter_scores.parquet"),
+          "analyze": ("summary.json", "heatmaps_{source}.parquet"), "rootcause": ("cards.json",),
+          "explain": ("summary.json",), "monitor": ("metrics.json",), "embed": ("predictions.parquet",)}
 PARAMS = ("analyze.splits", "rootcause.splits", "explain.clusters", "data.source", "classifier.checkpoint")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 CLASSIFIER_HASH = "conceptlens.classifier_hash"

@@ -11,6 +11,12 @@ change called significant here is one no reader will argue with).
 * AUROCs with ``n_pos`` positives and ``n_neg`` negatives: Hanley & McNeil (1982) standard error, a normal
   interval clipped to [0, 1]; the delta's interval from the two standard errors (independent samples);
 * anything else (a threshold, an AUROC without counts): no interval, never significant.
+
+That rule is for runs that share no rows. Where they do (the same images), :mod:`.compare_paired` tests the
+difference on the shared rows instead (McNemar, DeLong) and calls it significant when the interval on the
+difference excludes 0 (:func:`paired_change`). Every change says which test made it: ``test`` (``wilson``,
+``hanley-mcneil``, ``risk-ratio`` for analyze's log risk-ratio intervals; ``mcnemar``, ``delong`` paired) and
+``paired``.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from statistics import NormalDist
 from conceptlens.pipeline.stats import wilson
 
 NO_INTERVAL = "no interval"
+UNPAIRED_TESTS = {"share": "wilson", "auroc": "hanley-mcneil", "log_risk_ratio": "risk-ratio"}  # by estimate kind
 
 
 def z_value(confidence: float) -> float:
@@ -94,7 +101,8 @@ def change(a: dict | None, b: dict | None, confidence: float) -> dict:
     """``{"a", "b", "delta", "delta_low", "delta_high", "significant", "note"}`` for two estimates (either may be
     None: the number exists in one run only). ``significant`` only when both intervals exist and do not
     overlap; ``note`` says why there is no verdict."""
-    out = {"a": a, "b": b, "delta": None, "delta_low": None, "delta_high": None, "significant": False, "note": None}
+    out = {"a": a, "b": b, "delta": None, "delta_low": None, "delta_high": None, "significant": False, "note": None,
+           "test": None, "paired": False}
     have_a, have_b = bool(a) and a.get("value") is not None, bool(b) and b.get("value") is not None
     if not (have_a and have_b):
         out["note"] = "only in run A" if have_a else "only in run B" if have_b else "in neither run"
@@ -105,7 +113,22 @@ def change(a: dict | None, b: dict | None, confidence: float) -> dict:
         return out
     out["delta_low"], out["delta_high"] = delta_interval(a, b, confidence)
     out["significant"] = not overlap(a, b)
+    out["test"] = UNPAIRED_TESTS.get(a.get("kind"))
     return out
+
+
+def excludes_zero(low, high) -> bool:
+    """Whether an interval on a difference lies wholly above or below 0 (touching 0 does not count)."""
+    return bool(_finite(low) and _finite(high) and (low > 0 or high < 0))
+
+
+def paired_change(a: dict, b: dict, test: dict, rows: int, **extra) -> dict:
+    """A :func:`change` of two estimates made on the same ``rows`` from a paired ``test`` (``mcnemar_paired`` or
+    a paired ``delong`` of :mod:`conceptlens.pipeline.stats`): the delta, its interval and ``p`` from the test,
+    ``significant`` when that interval excludes 0."""
+    return {"a": a, "b": b, "delta": test["difference"], "delta_low": test["low"], "delta_high": test["high"],
+            "significant": excludes_zero(test["low"], test["high"]), "note": None, "test": test["test"],
+            "paired": True, "rows_paired": int(rows), "p": test["p"], **extra}
 
 
 def direction(c: dict) -> str:
