@@ -124,5 +124,5 @@ def neuron_goals(section: dict) -> dict:
         if "vs_ce" in sl:
             vs = sl["vs_ce"]
             out[f"repair_beats_ce.{name}"] = {"value": vs["difference"], "target": 0.0, "interval": [vs["low"], vs["high"]],
-                                              "p": vs["p"], "met": vs["low"] > 0}
+                                              "p": vs["p"], "met": bool(vs["low"] > 0)}
     return out

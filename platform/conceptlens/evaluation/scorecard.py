@@ -72,7 +72,10 @@ def runtime_section(score: np.ndarray, flagged: np.ndarray, wrong: np.ndarray, s
 
 
 def finite(tree):
-    """``tree`` (dicts, lists, numbers) with NaN and infinities as None, so it is valid JSON for any reader."""
+    """``tree`` (dicts, lists, numbers) with NaN and infinities as None and NumPy scalars as Python ones, so it is
+    valid JSON for any reader."""
+    if isinstance(tree, np.generic):
+        tree = tree.item()
     if isinstance(tree, float) and not math.isfinite(tree):
         return None
     if isinstance(tree, dict):
