@@ -5,11 +5,14 @@ filter detects misclassification only and adversarial detection is off), concept
 when they ran, the root causes (``rootcause``) and their sentences (``explain``), which the alerts name.
 Fits the filter (its concept signals from ``monitor.concepts_from``: ``vlm``, the aligned encoder features and
 the VLM's image embedding, which serving then computes per request; ``aligned``, the aligned encoder features
-alone, so serving runs the classifier only; the bundle records which) on ``calib`` in folds by source image, the unsupervised baselines (max softmax, energy,
-Mahalanobis, relative Mahalanobis, k-NN) and the stacked supervised baseline, and evaluates everything on
-``test``: misclassification, adversarial detection per attack and ε (attacks that flipped a correct
-prediction), unseen attacks (heads fitted without a family or an ε), false alarms at the deployed thresholds,
-and an adaptive white-box attack on classifier + filter (``monitor.adaptive``). Writes under
+alone, so serving runs the classifier only; the bundle records which) on ``calib`` in folds by source image, the
+unsupervised baselines (max softmax, energy, Mahalanobis, relative Mahalanobis, k-NN), the stacked supervised
+baseline, the same given the filter's VLM signals (``stacked same signals``) and the filter without its concept
+signals (``filter without concepts``, an ablation), and evaluates everything on ``test`` (the filter's
+misclassification AUROC minus each other's, paired by DeLong on the same rows): misclassification, adversarial
+detection per attack and ε (attacks that flipped a correct prediction), unseen attacks (heads fitted without a
+family or an ε), false alarms at the deployed thresholds, and an adaptive white-box attack on classifier + filter
+(``monitor.adaptive``). Writes under
 ``<run>/monitor/``: ``bundle/`` (the filter, its failure modes and copies of the models it judges),
 ``evaluation.parquet``, ``alerts.parquet`` (per test row: verdict and the failure mode it looks like),
 ``metrics.json``; the bundle is registered in MLflow as ``monitor.model_name`` with alias ``monitor.alias``.
@@ -41,6 +44,7 @@ from conceptlens.jobs.rootcause import concept_analysis
 from conceptlens.pipeline.raydata import init_ray, map_images
 from conceptlens.runtime.adaptive import AdaptiveAttacker
 from conceptlens.runtime.bundle import save_bundle
+from conceptlens.runtime.comparison import paired_differences, same_signal_parts, without_concepts
 from conceptlens.runtime.failure_modes import FailureModes
 from conceptlens.runtime.registered import FilterPyfunc
 from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
@@ -91,6 +95,29 @@ def fit_stacked(clean: dict, adversarial: dict | None, cfg: Config, parts: dict[
         out["adversarial"] = Stacked(parts).fit(both, np.r_[np.zeros(len(heads["prediction"]), bool),
                                                            np.ones(len(hits["prediction"]), bool)])
     return out
+
+
+SAME_SIGNALS, ABLATION = "stacked same signals", "filter without concepts"
+OWN = ("concept filter", "concept heatmap only", ABLATION)  # the filter and its ablations: not baselines
+
+
+def head_scores(score_all, test_all: dict[str, dict]) -> dict[str, np.ndarray]:
+    """A detector with a ``misclassified`` and (with attacks) an ``adversarial`` head (``score_all``: batch -> head
+    -> scores) on the test batches ``test_all`` (``clean``, ``adversarial``), keyed as :func:`evaluate` reads them."""
+    scored = {k: score_all(v) for k, v in test_all.items()}
+    return {"clean_mis": scored["clean"]["misclassified"]} | (
+        {"clean_adv": scored["clean"]["adversarial"], "adversarial": scored["adversarial"]["adversarial"]}
+        if "adversarial" in test_all else {})
+
+
+def paired(scores: dict[str, dict[str, np.ndarray]], wrong: np.ndarray) -> dict:
+    """Misclassification AUROC of the filter minus each baseline's (``filter_vs_baselines``) and minus its ablation
+    without concept signals' (``filter_concepts_add``), paired on the same clean test rows (DeLong, 95 %)."""
+    ours = scores["concept filter"]["clean_mis"]
+    others = {name: s["clean_mis"] for name, s in scores.items() if name not in OWN}
+    return {"filter_vs_baselines": {name.replace(" ", "_"): d for name, d in paired_differences(wrong, ours, others).items()},
+            "filter_concepts_add": paired_differences(wrong, ours, {ABLATION: scores[ABLATION]["clean_mis"]})[ABLATION]
+                                   | {"ablation": ABLATION.replace(" ", "_")}}
 
 
 def task_masks(adversarial: dict) -> dict[str, np.ndarray]:
@@ -243,24 +270,23 @@ def monitor(cfg: Config) -> dict:
     # "adversarial" (clean and adversarial test rows, adversarial score)
     scores = {}
     test_all = {"clean": clean["test"]} | ({"adversarial": adversarial["test"]} if adversarial else {})
-    filter_scores = {k: filt.score_all(v) for k, v in test_all.items()}
-    scores["concept filter"] = {"clean_mis": filter_scores["clean"]["misclassified"]}
+    scores["concept filter"] = head_scores(filt.score_all, test_all)
     signals = {k: dict(zip(filt.signal_names, filt.signals(v).T)) for k, v in test_all.items()}
     scores["concept heatmap only"] = {"clean_mis": signals["clean"]["cos_incorrect"] - signals["clean"]["cos_correct"]}
     if adversarial:
-        scores["concept filter"] |= {"clean_adv": filter_scores["clean"]["adversarial"],
-                                     "adversarial": filter_scores["adversarial"]["adversarial"]}
         scores["concept heatmap only"] |= {k2: signals[k]["cos_adversarial"] - signals[k]["cos_correct"]
                                            for k, k2 in (("clean", "clean_adv"), ("adversarial", "adversarial"))}
+    ablation = without_concepts(filt).fit(clean["calib"], adversarial["calib"] if adversarial else None,
+                                          fpr=cfg.monitor.fpr, ridge=cfg.analyze.ridge, seed=cfg.monitor.seed)
+    scores[ABLATION] = head_scores(ablation.score_all, test_all)
     for name, detector in fit_baselines(clean["calib"], cfg).items():
         s = {k: detector.score(v) for k, v in test_all.items()}
         scores[name] = {"clean_mis": s["clean"]} | (
             {"clean_adv": s["clean"], "adversarial": s["adversarial"]} if adversarial else {})
     parts = stacked_parts(clean["calib"], cfg)
-    stacked = fit_stacked(clean["calib"], adversarial["calib"] if adversarial else None, cfg, parts)
-    scores["stacked"] = {"clean_mis": stacked["misclassified"].score(clean["test"])} | (
-        {"clean_adv": stacked["adversarial"].score(clean["test"]),
-         "adversarial": stacked["adversarial"].score(adversarial["test"])} if adversarial else {})
+    for name, given in (("stacked", parts), (SAME_SIGNALS, same_signal_parts(filt, parts))):
+        stacked = fit_stacked(clean["calib"], adversarial["calib"] if adversarial else None, cfg, given)
+        scores[name] = head_scores(lambda b, heads=stacked: {h: s.score(b) for h, s in heads.items()}, test_all)
     table = evaluate(scores, clean["test"], adversarial["test"] if adversarial else None, cfg.monitor.fpr)
     if adversarial:
         table += unseen_attacks(filt, clean, adversarial, cfg, parts)
@@ -287,7 +313,7 @@ def monitor(cfg: Config) -> dict:
         "adversarial_positives": "attacks that flipped a correct prediction",
         "detection": {f"{r['detector'].replace(' ', '_')}.{r['task']}": {k: r[k] for k in ("auroc", "aupr", "tpr_at_fpr")}
                       for r in table},
-    }
+    } | paired(scores, ~correct)
     bundle = save_bundle(filt, out / "bundle", model_spec(cfg), image_size=cfg.data.image_size, run=cfg.run.name)
     metrics["bundle"] = str(bundle.resolve())
     modes = FailureModes.from_outputs(run_dir / "rootcause", run_dir / "explain", clean["calib"],
@@ -312,10 +338,10 @@ def report(metrics: dict) -> str:
     short = {t: t.replace("misclassified", "miscls").replace("_eps", "@") for t in tasks}
     lines = [f"AUROC on test (TPR at {metrics['fpr_target']:.0%} FPR for misclassification in brackets; adversarial: "
              f"{metrics['adversarial_positives']}, against correctly classified clean test rows)",
-             f"{'detector':<22}" + "".join(f"{short[t]:>{14 if t == 'misclassified' else 9}}" for t in tasks)]
+             f"{'detector':<24}" + "".join(f"{short[t]:>{14 if t == 'misclassified' else 9}}" for t in tasks)]
     for d in detectors:
         mis = cell[(d, "misclassified")]
-        row = f"{d:<22}{mis['auroc']:>7.3f} ({mis['tpr_at_fpr']:.2f})"
+        row = f"{d:<24}{mis['auroc']:>7.3f} ({mis['tpr_at_fpr']:.2f})"
         row += "".join(f"{cell[(d, t)]['auroc']:>9.3f}" for t in tasks[1:])
         lines.append(row)
     unseen = [r for r in metrics["table"] if r["task"].startswith("unseen_")]
@@ -324,6 +350,12 @@ def report(metrics: dict) -> str:
             f"{t.removeprefix('unseen_')}: " + ", ".join(f"{r['detector']} {r['auroc']:.3f}" for r in unseen
                                                         if r["task"] == t)
             for t in dict.fromkeys(r["task"] for r in unseen)))
+    if "filter_vs_baselines" in metrics:
+        interval = lambda d: f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], p {d['p']:.2g}"
+        lines.append("filter minus baseline, misclassification AUROC (paired DeLong, 95 %): " + "; ".join(
+            f"{name} {interval(d)}" for name, d in metrics["filter_vs_baselines"].items()))
+        lines.append(f"what the concept signals add (filter minus filter without them): "
+                     f"{interval(metrics['filter_concepts_add'])}")
     a, m, f = metrics["accepted"], metrics["msp_accepted"], metrics["false_alarm_rate"]
     lines.append(f"test accuracy {metrics['test_accuracy']:.3f}; the filter accepts {a['share']:.1%} with accuracy "
                  f"{a['accuracy']:.3f}; false alarms on test {f['test']:.1%} (target {f['target']:.1%}); MSP at the "

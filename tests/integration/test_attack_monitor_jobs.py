@@ -49,6 +49,33 @@ def test_filter_beats_every_baseline_the_supervised_one_included(run):
     assert table[("concept filter", "pgd_eps8")]["auroc"] >= 0.95
 
 
+def test_the_filter_is_compared_like_for_like_on_paired_intervals(run):
+    """The stacked baseline given the filter's VLM signals and the filter without its concept signals are evaluated
+    on every task; metrics.json has the filter's AUROC minus each baseline's and minus the ablation's, paired on
+    the same test rows (DeLong), each inside its interval; the goal reads them (met or not: the finding is
+    reported as it comes)."""
+    from conceptlens.evaluation.runtime import filter_goals, filter_section
+
+    table = {(r["detector"], r["task"]): r for r in pq.read_table(run / "monitor" / "evaluation.parquet").to_pylist()}
+    tasks = {t for d, t in table if d == "msp"}
+    for name in ("stacked same signals", "filter without concepts"):
+        assert {t for d, t in table if d == name} == tasks and all(0.5 < table[name, t]["auroc"] <= 1 for t in tasks)
+    metrics = json.loads((run / "monitor" / "metrics.json").read_text())
+    paired = metrics["filter_vs_baselines"]
+    assert set(paired) == {"msp", "energy", "mahalanobis", "relative_mahalanobis", "knn", "stacked",
+                           "stacked_same_signals"}
+    ours = table[("concept filter", "misclassified")]["auroc"]
+    for name, d in paired.items():
+        assert d["auroc"] == pytest.approx(ours)
+        assert d["other_auroc"] == pytest.approx(table[(name.replace("_", " ") if name.startswith("stacked_") else name,
+                                                        "misclassified")]["auroc"])
+        assert d["low"] <= d["difference"] <= d["high"] and 0 <= d["p"] <= 1
+    added = metrics["filter_concepts_add"]
+    assert added["other_auroc"] == pytest.approx(table[("filter without concepts", "misclassified")]["auroc"])
+    goal = filter_goals(filter_section(metrics))["filter_above_baselines"]
+    assert goal["best"] in paired and goal["met"] == all(d["low"] > 0 for d in paired.values())
+
+
 def test_adversarial_positives_are_attacks_that_flipped_a_correct_prediction(run):
     """The positives of each attack task are exactly the manifest's rows whose clean image was classified right
     and whose attacked copy is not; the negatives the correctly classified clean test rows."""

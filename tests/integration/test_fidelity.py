@@ -42,6 +42,8 @@ SHORT = {
     ("second_set", "rare_own_cluster.small_triangle"): "small_triangle dominates no cluster of its own",
     ("second_set", "alerts"): "small_crescent and small_triangle dominate no cluster, so no alert can name them",
     ("second_set", "filter_pgd_eps8"): "PGD ε = 8/255: AUROC 0.941 (200 attacked rows per split)",
+    ("demo", "filter_above_baselines"): "paired, vs stacked given the same signals: +0.001 [-0.003, +0.004]",
+    ("second_set", "filter_above_baselines"): "paired, vs stacked given the same signals: -0.001 [-0.002, -0.000]",
     ("demo", "filter_unseen.eps2"): "ε = 2/255 unseen (heads fitted on 4 and 8): AUROC 0.868",
     ("second_set", "filter_unseen.eps2"): "ε = 2/255 unseen: AUROC 0.752 (200 attacked rows per split)",
     ("second_set", "filter_unseen.eps4"): "ε = 4/255 unseen: AUROC 0.868",

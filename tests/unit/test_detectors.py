@@ -62,6 +62,23 @@ def test_msp_and_energy_match_their_formulas_and_rank_low_confidence_higher():
     assert np.isfinite(energy_score(logits)).all() and energy_score(logits)[2] == pytest.approx(-1000.3133, abs=1e-3)
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0, 100.0])
+def test_the_pytorch_ood_baselines_give_the_numpy_scores_the_filter_reads(scale):
+    """MaxSoftmax and Energy score with pytorch-ood (MaxSoftmax, EnergyBased); the concept filter reads the NumPy
+    msp_score / energy_score: the same numbers up to float64 round-off, on float32 logits too, so the same ranking
+    unless confidences saturate (at scale 100 a round-off apart, many rows tie at probability 1 in one and not the
+    other)."""
+    logits = (np.random.default_rng(1).normal(size=(4000, 10)) * scale).astype(np.float32)
+    batch = {"logits": logits}
+    for ours, theirs in ((msp_score(logits), MaxSoftmax().score(batch)), (energy_score(logits), Energy().score(batch)),
+                         (energy_score(logits, 2.5), Energy(2.5).score(batch))):
+        assert theirs.dtype == np.float64 and theirs.shape == (4000,)
+        np.testing.assert_allclose(theirs, ours, rtol=1e-12, atol=1e-12)
+    wrong = np.random.default_rng(2).random(4000) < 0.3
+    same = pytest.approx(roc_auc_score(wrong, msp_score(logits)), abs=0 if scale <= 10 else 1e-3)
+    assert roc_auc_score(wrong, MaxSoftmax().score(batch)) == same
+
+
 def test_mahalanobis_matches_the_explicit_distance_and_groups_by_true_label():
     rng = np.random.default_rng(1)
     means = np.array([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])

@@ -106,8 +106,10 @@ def render_goals(found: dict) -> list[str]:
                          f"{'met' if g['met'] else 'NOT MET'}")
             continue
         if name == "filter_above_baselines" and g["value"] is not None:
-            lines.append(f"  {name:<44} {g['value']:+.3f} over the best baseline ({g['best']}) "
-                         f"{'met' if g['met'] else 'NOT MET'}")
+            ci = (f", paired 95 % interval [{g['low']:+.3f}, {g['high']:+.3f}]" if g.get("low") is not None
+                  else ", no paired interval")
+            lines.append(f"  {name:<44} {g['value']:+.3f} over the best baseline ({g['best']}){ci} (goal: every "
+                         f"baseline's interval above 0) {'met' if g['met'] else 'NOT MET'}")
             continue
         if name.startswith(("planted_first.", "sentence_first.")):
             state = "met" if g["met"] else ("NOT MET: not blamed" if g["value"] is None else f"NOT MET: rank {g['value']}")

@@ -67,7 +67,8 @@ def goal_row(name: str, goal: dict) -> dict:
         low, high = goal["interval"]
         row["note"] = f"95 % interval [{low:.2f}, {high:.2f}] ({goal['successes']} of {goal['n']})"
     elif prefix == "filter_above_baselines" and goal.get("best"):
-        row["note"] = f"best baseline: {goal['best']}"
+        row["note"] = f"best baseline: {goal['best']}" + (
+            f"; paired 95 % interval [{goal['low']:+.3f}, {goal['high']:+.3f}]" if goal.get("low") is not None else "")
     return row
 
 

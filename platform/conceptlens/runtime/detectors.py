@@ -5,6 +5,10 @@ float (N, D) (the classifier's encoder features), ``prediction`` int (N,) and op
 ``label_index`` int (N,). A detector is fitted on a calibration batch and ``score`` returns
 float64 (N,), higher meaning more likely defective (misclassified or adversarial); a filter
 flags ``score > threshold_at_fpr(clean_scores, fpr)``. Each score also exists as a pure function.
+
+The max-softmax and energy baselines score with pytorch-ood's ``MaxSoftmax`` and ``EnergyBased`` (float64); the
+NumPy functions :func:`msp_score` and :func:`energy_score` give the same numbers (a unit test holds them to it)
+and are what the concept filter reads, so that a served filter needs NumPy only.
 """
 from __future__ import annotations
 
@@ -34,6 +38,17 @@ def _clean_rows(n: int, defective: np.ndarray | None) -> np.ndarray:
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     m = x.max(axis=1)
     return m + np.log(np.exp(x - m[:, None]).sum(axis=1))
+
+
+def _ood_score(method: str, logits: np.ndarray, **options) -> np.ndarray:
+    """pytorch-ood's static ``score`` of detector class ``method`` on float64 ``logits`` (N, K) -> float64 (N,)."""
+    try:
+        import torch
+        from pytorch_ood import detector
+    except ImportError as e:  # a dependency of the package: a broken install, say what to add
+        raise ImportError("the msp and energy baselines need pytorch-ood: pip install pytorch-ood") from e
+    x = torch.from_numpy(np.array(logits, np.float64))  # a copy: torch wants a writable array
+    return getattr(detector, method).score(x, **options).numpy()
 
 
 def msp_score(logits: np.ndarray) -> np.ndarray:
@@ -94,16 +109,16 @@ class Detector:
 
 
 class MaxSoftmax(Detector):
-    """MSP baseline on ``logits``; needs no fitting."""
+    """MSP baseline on ``logits`` (pytorch-ood's ``MaxSoftmax``); needs no fitting."""
 
     name = "msp"
 
     def score(self, batch: dict) -> np.ndarray:
-        return msp_score(_column(batch, "logits"))
+        return _ood_score("MaxSoftmax", _column(batch, "logits"))
 
 
 class Energy(Detector):
-    """Energy baseline on ``logits`` at temperature ``T``; needs no fitting."""
+    """Energy baseline on ``logits`` at temperature ``T`` (pytorch-ood's ``EnergyBased``); needs no fitting."""
 
     name = "energy"
 
@@ -111,7 +126,7 @@ class Energy(Detector):
         self.temperature = float(temperature)
 
     def score(self, batch: dict) -> np.ndarray:
-        return energy_score(_column(batch, "logits"), self.temperature)
+        return _ood_score("EnergyBased", _column(batch, "logits"), t=self.temperature)
 
 
 def _precision(centred: np.ndarray, ridge: float) -> np.ndarray:

@@ -42,6 +42,7 @@ from conceptlens.semantic import Aligner, AlignerFit, source_embeddings, stack, 
 SIGNALS = ("msp", "energy", "vlm_margin", "aligned_margin", "consistency", "agreement", "mahalanobis",
            "cos_correct", "cos_incorrect", "cos_adversarial")
 VLM_SIGNALS = ("vlm_margin", "consistency", "agreement")  # the signals that read the VLM's image embedding
+CONCEPT_SIGNALS = ("consistency", "cos_correct", "cos_incorrect", "cos_adversarial")  # read concept heatmaps
 CONCEPT_SOURCES = ("aligned", "vlm")  # concepts_from: A(z) alone, or A(z) and the VLM's image embedding
 REFERENCES = ("correct", "incorrect", "adversarial")
 HEADS = ("misclassified", "adversarial")
@@ -88,15 +89,17 @@ class ConceptFilter:
     fpr: float = 0.05
     unreliable: list[str] = field(default_factory=list)  # concepts the trust check did not back: never named
     concepts_from: str = "vlm"
+    without: tuple[str, ...] = ()  # signals the heads leave out: an ablation to measure, never a bundle
 
     def __post_init__(self) -> None:
         self.concepts_from = str(getattr(self.concepts_from, "value", self.concepts_from))  # a config enum too
         signal_names(self.concepts_from)  # a ValueError for an unknown mode
+        self.without = tuple(self.without)
 
     @property
     def signal_names(self) -> tuple[str, ...]:
-        """The signals the heads weigh, in order (:func:`signal_names` of :attr:`concepts_from`)."""
-        return signal_names(self.concepts_from)
+        """The signals the heads weigh, in order (:func:`signal_names` of :attr:`concepts_from`, less :attr:`without`)."""
+        return tuple(s for s in signal_names(self.concepts_from) if s not in self.without)
 
     @property
     def needs_vlm(self) -> bool:
@@ -230,6 +233,8 @@ class ConceptFilter:
 
     # --- bundle -------------------------------------------------------------------------------
     def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        if self.without:
+            raise ValueError(f"this filter leaves out {list(self.without)}: an ablation is measured, not deployed")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"W": self.aligner.W, "b": self.aligner.b, "concepts": self.concepts, "classes": self.classes}
