@@ -36,7 +36,7 @@ from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_ru
 from conceptlens.recipes.train_autoencoder import ensure_autoencoder
 from conceptlens.report.figures import plot_montage
 from conceptlens.rootcause import (DIRECTIONS, IMAGE_EXTRACTORS, NOISE, TABLE_EXTRACTORS, Card, ImageFeatureSet, Pipeline,
-                                   add_concepts, build_cards, choose, concept_scores, describe, direction_scores, grid,
+                                   add_concepts, build_cards, choose, concept_scores, describe, direction_features, grid,
                                    points, run_grid, with_labels)
 from conceptlens.semantic import presence
 
@@ -101,7 +101,7 @@ def features_of(cfg: Config, rows: dict, all_rows: dict, concepts: dict | None) 
         elif name in TABLE_EXTRACTORS:
             raw[name] = rows[TABLE_EXTRACTORS[name]]
         elif name == DIRECTIONS:  # fitted on every row of the splits (correct ones too), each class its own
-            scores = direction_scores(all_rows["vlm_embedding"], all_rows["label_index"],
+            scores = direction_features(all_rows["vlm_embedding"], all_rows["label_index"],
                                       all_rows["label_index"] != all_rows["prediction"], seed=cfg_rc.seed)
             position = {row_id: i for i, row_id in enumerate(all_rows["id"].tolist())}
             raw[name] = scores[[position[i] for i in rows["id"].tolist()]]

@@ -148,7 +148,7 @@ def test_cards_name_the_concept_that_sets_a_cluster_apart():
 def test_failure_directions_rank_a_planted_cause_above_natural_errors():
     """Per class, errors vs correct rows: the cause most errors share (a shifted embedding) lies far along the
     class's direction, natural errors (no shift) near the correct rows; cross-fitted, so no row scores itself."""
-    from conceptlens.rootcause import direction_scores
+    from conceptlens.rootcause import direction_features, direction_scores
 
     rng = np.random.default_rng(0)
     n = 400
@@ -165,3 +165,6 @@ def test_failure_directions_rank_a_planted_cause_above_natural_errors():
     assert np.mean(s[cause]) > np.mean(s[(labels == 0) & ~wrong]) + 1
     few = direction_scores(x[:20], np.zeros(20, int), np.arange(20) < 3)  # too few errors for a direction
     assert np.all(few == 0)
+    side = direction_features(x, labels, wrong, seed=0)[:, 0]  # the feature: which side of the boundary, then order
+    assert np.array_equal(side >= 0.5, s > 0) and np.all(np.abs(side - (s > 0)) <= 0.1)
+    assert (side[cause] >= 0.5).mean() > 0.9 and (side[natural & (labels == 0)] >= 0.5).mean() < 0.5

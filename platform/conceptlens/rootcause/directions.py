@@ -5,10 +5,13 @@ Per class, a linear SVM in the VLM's image-embedding space separates the class's
 correctly classified ones (embeddings whitened with the rows' mean and standard deviation, then L2-normalised; class
 weights balanced; ``C`` from ``CS`` by 2-fold cross-validated balanced accuracy), as the authors' ``SVMFitter``
 does. Its decision value ranks how failure-like an image of the class is: the failures a planted cause made lie
-far along the direction, natural errors near the boundary. The feature of a failure is its decision value under
-its own class's SVM, **cross-fitted** (each row scored by the SVM fitted on the other fold), so no row ranks
-itself. With the label block every extractor gets (:func:`conceptlens.rootcause.with_labels`), a clustering then
-splits each class's failures along its direction.
+far along the direction, natural errors near the boundary. Each row is scored by its own class's SVM,
+**cross-fitted** (by the SVM fitted on the other fold), so no row ranks itself. The authors rank images by that
+value; to turn it into root causes, the feature of a failure is which side of its class's boundary it falls on
+(1: failure-like, 0: not), plus a tenth of the squashed value to keep the order within a side
+(:func:`direction_features`). With the label block every extractor gets (:func:`conceptlens.rootcause.with_labels`),
+each class's failures then form two tight groups, those along its direction (the cause most of its errors share)
+and the rest, which a clustering finds as they are.
 
 The authors' package (``failure-directions`` on PyPI) imports OpenAI's ``clip`` and ``ffcv`` at import time, so it
 does not install offline here; this is its method on our tables, with scikit-learn's SVC as theirs uses.
@@ -60,3 +63,10 @@ def direction_scores(embeddings: np.ndarray, labels: np.ndarray, wrong: np.ndarr
             svm = _fit(x[rows[fit_idx]], y[fit_idx], c)
             out[rows[score_idx]] = svm.decision_function(x[rows[score_idx]])
     return out[:, None].astype(np.float32)
+
+
+def direction_features(embeddings: np.ndarray, labels: np.ndarray, wrong: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The ``directions`` extractor's feature of every row, float32 ``(N, 1)``: 1 on the failure side of its class's
+    boundary (cross-fitted decision value > 0), 0 otherwise, plus ``0.1 · tanh(value)``."""
+    value = direction_scores(embeddings, labels, wrong, seed)
+    return ((value > 0) + 0.1 * np.tanh(value)).astype(np.float32)
