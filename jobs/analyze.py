@@ -32,23 +32,33 @@ from conceptlens.models.embedding import VECTOR_COLUMNS
 from conceptlens.semantic.heatmaps import matrix
 from conceptlens.models import build_vlm
 from conceptlens.report.figures import plot_heatmap
+from conceptlens.pipeline.datasets import stated_classes
 from conceptlens.pipeline.raydata import init_ray, map_parquet
 from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, log, model_spec, run_inputs,
                                        write_metrics)
 from conceptlens.semantic.scoring import SOURCES, ConceptScorer, stack, unit
 from conceptlens.pipeline.shards import batch_to_table, vectors
 from conceptlens.pipeline.tracking import log_results, mlflow_run
-from conceptlens.world import CLASSES
 
 CV_FOLDS = 5  # aligner R² by cross-validation when analyze.fit_split leaves no rows out
+# what scoring reads of the embeddings table (the rest, as pass-through columns, stays there); all but the
+# vectors go on into scores.parquet
+SCORED_COLUMNS = ["id", "path", "split", "label", "label_index", "prediction", "confidence", "features", "vlm_embedding"]
 
 
 def class_names(cfg: Config, embeddings: Path) -> list[str]:
-    """The classifier's class order: as `embed` recorded it, else ``data.classes``, else ConceptWorld's."""
+    """The classifier's class order: as `embed` recorded it, else ``data.classes``, else the order the table's
+    ``label`` / ``label_index`` columns state (ValueError asking for ``data.classes`` when they state none)."""
     metrics = embeddings.parent / "metrics.json"
     if metrics.is_file() and "classes" in json.loads(metrics.read_text()):
         return json.loads(metrics.read_text())["classes"]
-    return list(cfg.data.classes or CLASSES)
+    if cfg.data.classes:
+        return list(cfg.data.classes)
+    stated = stated_classes(pq.read_table(embeddings, columns=["label", "label_index"]))
+    if stated is None:
+        raise ValueError(f"the class order of {embeddings} is not recorded ({metrics}) and its labels do not state it "
+                         f"(one label_index per label, 0..K-1): set data.classes")
+    return stated
 
 
 def text_embeddings(cfg: Config, classes: list[str]):
@@ -104,7 +114,8 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
     dataset = pads.dataset(embeddings, format="parquet")
     schema = dataset.schema
     progress, absence_r = Progress("analyze: scored", dataset.count_rows()), AbsenceCorrelation()
-    for batch in map_parquet(str(embeddings), scorer, batch_size=cfg.analyze.batch_size, num_cpus=cfg.analyze.num_cpus):
+    for batch in map_parquet(str(embeddings), scorer, batch_size=cfg.analyze.batch_size, num_cpus=cfg.analyze.num_cpus,
+                             columns=SCORED_COLUMNS):
         table = batch_to_table({k: v for k, v in batch.items() if k not in VECTOR_COLUMNS}, schema)
         scores_writer = scores_writer or pq.ParquetWriter(scores_path, table.schema)
         scores_writer.write_table(table)

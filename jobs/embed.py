@@ -1,7 +1,7 @@
 """conceptlens embed: the embeddings table, one row per image, sharded over Ray Data workers.
 
-Reads a manifest or image folder (default: this run's ConceptWorld), decodes images in CPU
-tasks, runs the classifier and the VLM in an actor pool, and writes
+Reads a manifest or image folder (default: this run's ConceptWorld manifest, its data columns only), decodes
+images in CPU tasks, runs the classifier and the VLM in an actor pool, and writes
 ``<run>/embed/embeddings/part-*.parquet`` (a Parquet dataset) plus ``rejects/`` for images
 that could not be read. A re-run resumes: finished shards are skipped. Rows without a split get
 ``calib`` or ``test`` from a hash of their id (``data.calib_share``). ``<run>/embed/inputs.json``
@@ -23,14 +23,13 @@ import pyarrow.parquet as pq
 
 from conceptlens.cli import run_command
 from conceptlens.config import Config
-from conceptlens.pipeline.datasets import classes_of, read_dataset
+from conceptlens.pipeline.datasets import COLUMNS, classes_of, read_dataset
 from conceptlens.pipeline.predictions import PREDICTIONS, write_predictions
 from conceptlens.pipeline.raydata import embed_table, init_ray
 from conceptlens.pipeline.runs import (Progress, command_dir, log, model_spec, record_inputs, world_dir,
                                        write_metrics)
 from conceptlens.pipeline.shards import ShardPlan, batch_to_table, made_from, write_atomic
 from conceptlens.pipeline.tracking import log_results, mlflow_run
-from conceptlens.world import CLASSES
 
 
 def input_source(cfg: Config) -> Path:
@@ -46,9 +45,12 @@ def input_source(cfg: Config) -> Path:
 
 def load_input(cfg: Config) -> pa.Table:
     """The rows to embed (:func:`input_source`; rows without a split get one from their id,
-    ``data.calib_share``); only ``data.splits``."""
-    classes = cfg.data.classes or (None if cfg.data.source else CLASSES)
-    table = read_dataset(input_source(cfg), classes=classes, calib_share=cfg.data.calib_share)
+    ``data.calib_share``); only ``data.splits``. A source's other columns pass through, except on this run's
+    ConceptWorld, whose manifest states its classes and whose rows pass nothing else on (the world's truth lies
+    beside the manifest, never in the embeddings table, even in a run folder written before it had its own file)."""
+    table = read_dataset(input_source(cfg), classes=cfg.data.classes, calib_share=cfg.data.calib_share)
+    if not cfg.data.source:
+        table = table.select(list(COLUMNS))
     if cfg.data.splits:
         present = sorted(set(table.column("split").to_pylist()))
         table = table.filter(pc.is_in(table.column("split"), pa.array(cfg.data.splits)))

@@ -1,6 +1,6 @@
 """conceptlens evaluate: the ground-truth scorecard of a ConceptWorld run.
 
-Reads the run's outputs and its world's truth (``<run>/world/manifest.parquet``) and scores every
+Reads the run's outputs and its world's truth (``<run>/world/truth.parquet``) and scores every
 diagnosis: the world (each scenario's slice gap on test; *planted* when ≥ 0.20, later sections score
 only planted ones), the semantic analysis per source (``analyze``'s significant risk-ratio cells
 against the ground-truth risk-ratio heatmap of the analysed rows: precision, recall, direction
@@ -204,8 +204,8 @@ def report(card: dict) -> str:
 
 def truth_folder(cfg: Config) -> Path:
     """The world whose truth scores the run: its own (``<run>/world``), else the world whose manifest its embeddings
-    were made from (``data.source`` a ``world/manifest.parquet`` beside its ``config.json``: e.g. a repaired
-    classifier embedded on the demo's world, ``data.source=runs/demo/world/manifest.parquet``)."""
+    were made from (``data.source`` a ``world/manifest.parquet`` beside its ``truth.parquet`` and ``config.json``:
+    e.g. a repaired classifier embedded on the demo's world, ``data.source=runs/demo/world/manifest.parquet``)."""
     own = Path(cfg.run.root) / cfg.run.name / "world"
     source = Path(cfg.data.source) if cfg.data.source else None
     if not (own / "manifest.parquet").is_file() and source is not None and source.name == "manifest.parquet" \

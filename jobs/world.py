@@ -1,7 +1,8 @@
 """conceptlens world: build ConceptWorld, train (or reuse) its classifier and tiny CLIP, and report how they do.
 
-Writes ``<run>/world/manifest.parquet`` (absolute image paths, ready for ``embed``),
-``models.json`` (checkpoints) and ``metrics.json``; prints the planted slices' accuracy
+Writes ``<run>/world/manifest.parquet`` (absolute image paths, ready for ``embed``), ``truth.parquet`` beside it
+(each row's scenario, caption and attributes, for ``evaluate`` alone), ``models.json`` (checkpoints) and
+``metrics.json``; prints the planted slices' accuracy
 and the tiny CLIP's zero-shot accuracy and attribute retrieval. Fails (exit 1, after writing
 them) when a scenario's slice gap on test stays under 0.20, unless ``world.allow_unplanted=true``.
 """
@@ -21,7 +22,7 @@ from conceptlens.recipes.conceptworld import ensure_classifier, ensure_vlm, ensu
 from conceptlens.models.device import resolve_device
 from conceptlens.pipeline.runs import command_dir, log, write_metrics
 from conceptlens.pipeline.tracking import log_results, mlflow_run
-from conceptlens.world import read_manifest
+from conceptlens.world import read_manifest, read_truth
 
 
 def build(cfg: Config) -> dict:
@@ -33,6 +34,7 @@ def build(cfg: Config) -> dict:
     vlm = ensure_vlm(cfg, world, device, log)
     log("evaluating on the test split")
     metrics = evaluate_models(cfg, world, classifier, vlm, device, log=log)
+    pq.write_table(read_truth(world), out / "truth.parquet")
     pq.write_table(read_manifest(world), out / "manifest.parquet")
     (out / "models.json").write_text(json.dumps(
         {"world": str(world.resolve()), "classifier": str(Path(classifier).resolve()),

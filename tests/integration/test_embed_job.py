@@ -24,10 +24,12 @@ ROWS = 300
 
 @pytest.fixture(scope="module")
 def dataset(demo_run, tmp_path_factory):
-    """A manifest of ROWS test images of the world, plus one truncated and one missing image."""
+    """A manifest of ROWS test images of the world, plus one truncated and one missing image, with a column of
+    the user's own (``photographer``) that passes through."""
     folder = tmp_path_factory.mktemp("data")
     manifest = pq.read_table(demo_run / "demo" / "world" / "manifest.parquet")
     rows = manifest.filter(pc.equal(manifest["split"], "test")).slice(0, ROWS)
+    rows = rows.append_column("photographer", pa.array([f"p{i % 3}" for i in range(rows.num_rows)]))
     good = rows.column("path").to_pylist()[0]
     truncated = folder / "truncated.png"
     truncated.write_bytes(open(good, "rb").read()[:100])
@@ -53,8 +55,10 @@ def test_embeds_every_row_once_and_rejects_unreadable_images(demo_run, dataset, 
     table = pq.read_table(out / "embeddings")
     assert table.num_rows == ROWS and len(set(table.column("id").to_pylist())) == ROWS
     for column in ["id", "path", "split", "label", "label_index", "prediction", "confidence", "logits", "features",
-                   "vlm_embedding", "scenario", "background_water", "node_id"]:
+                   "vlm_embedding", "photographer", "node_id"]:
         assert column in table.column_names, column
+    truth = set(pq.read_schema(demo_run / "demo" / "world" / "truth.parquet").names) - {"id"}
+    assert {"scenario", "caption", "background_water"} <= truth and not truth & set(table.column_names)
     assert len(table.column("logits")[0]) == 10 and len(table.column("features")[0]) == 512
     emb = np.stack(table.column("vlm_embedding").to_numpy(zero_copy_only=False))
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
@@ -92,7 +96,7 @@ def test_another_classifier_under_the_same_run_name_is_refused(demo_run, dataset
     assert json.loads((out.parent / "metrics.json").read_text())["shards_this_run"] == 0
     state = torch.load(checkpoint, weights_only=True)
     name = next(k for k, v in state.items() if v.is_floating_point())
-    state[name] = state[name].clone()
+    state[name] = state[name].clone(memory_format=torch.contiguous_format)  # a view of it may be taken
     state[name].view(-1)[0] += 0.01
     torch.save(state, tmp_path / "changed.pt")
     changed = [*job, f"classifier.checkpoint={tmp_path / 'changed.pt'}"]

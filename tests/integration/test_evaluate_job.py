@@ -73,8 +73,8 @@ def test_precision_and_recall_recount_from_the_tables(card, run_dir, source):
 def test_the_ground_truth_heatmap_counts_the_analysed_rows(card, run_dir):
     truth = pq.read_table(run_dir / "evaluate" / "ground_truth.parquet").to_pylist()
     scores = pq.read_table(run_dir / "analyze" / "scores.parquet", columns=["id", "label", "label_index", "prediction"])
-    manifest = pq.read_table(run_dir / "world" / "manifest.parquet", columns=["id", "background_water"])
-    water = dict(zip(manifest["id"].to_pylist(), manifest["background_water"].to_pylist()))
+    world = pq.read_table(run_dir / "world" / "truth.parquet", columns=["id", "background_water"])
+    water = dict(zip(world["id"].to_pylist(), world["background_water"].to_pylist()))
     labels = np.array(scores["label"].to_pylist())
     failed = scores["label_index"].to_numpy() != scores["prediction"].to_numpy()
     assert card["semantic"]["rows"] == scores.num_rows == 6000
@@ -82,7 +82,7 @@ def test_the_ground_truth_heatmap_counts_the_analysed_rows(card, run_dir):
         mine = labels == cell["class"]
         assert cell["n_present"] + cell["n_absent"] == mine.sum()
         assert cell["failed_present"] + cell["failed_absent"] == (failed & mine).sum()
-    # one cell recounted from the manifest: stars fail off water (the planted spurious correlation)
+    # one cell recounted from the world's truth: stars fail off water (the planted spurious correlation)
     on_water = np.array([water[i] for i in scores["id"].to_pylist()])
     star = next(c for c in truth if c["class"] == "star" and c["concept"] == "background=water")
     stars = labels == "star"
@@ -147,6 +147,25 @@ def test_sections_of_commands_that_did_not_run_are_absent(run_dir, demo_config, 
     assert "semantic: absent, no `analyze` outputs" in out and "runtime: absent, no filter bundle" in out
     assert "rootcause: absent, no `rootcause` outputs" in out and "explain: absent, no `explain` outputs" in out
     assert "neurons: absent, no `neurons` outputs" in out
+
+
+def test_a_run_folder_written_before_the_truth_had_its_own_file_is_still_scored(run_dir, card, demo_config,
+                                                                                  tmp_path):
+    """An old run's world folder: one manifest holding the data and the truth, no truth.parquet."""
+    for step in ("world", "embed"):
+        shutil.copytree(run_dir / step, tmp_path / "demo" / step)
+    world = tmp_path / "demo" / "world"
+    manifest, truth = pq.read_table(world / "manifest.parquet"), pq.read_table(world / "truth.parquet")
+    assert manifest["id"].equals(truth["id"])
+    old = manifest
+    for name in truth.column_names[1:]:
+        old = old.append_column(name, truth[name])
+    pq.write_table(old, world / "manifest.parquet")
+    (world / "truth.parquet").unlink()
+    assert evaluate.main(["--config", demo_config, f"run.root={tmp_path}"]) == 0
+    scored = json.loads((tmp_path / "demo" / "evaluate" / "scorecard.json").read_text())
+    assert scored["world"] == card["world"] and scored["world"]["planted"]
+    assert not (world / "truth.parquet").exists()  # read where it is: evaluate leaves the run's folder as it was
 
 
 def test_a_run_without_a_world_is_a_clear_error(tmp_path, capsys):

@@ -30,9 +30,10 @@ PER_CLASS, FROM_SLICES = 32, 60  # images per class, plus images of the planted 
 def user(demo_run, tmp_path_factory) -> dict:
     """The folder, the copied checkpoints and the user's config file (nothing else is ever passed)."""
     home = tmp_path_factory.mktemp("user")
-    world = pq.read_table(demo_run / "demo" / "world" / "manifest.parquet", columns=["id", "path", "split", "label",
-                                                                                      "scenario"])
-    test = world.filter(pc.equal(world["split"], "test")).to_pylist()
+    world = pq.read_table(demo_run / "demo" / "world" / "manifest.parquet", columns=["id", "path", "split", "label"])
+    truth = pq.read_table(demo_run / "demo" / "world" / "truth.parquet", columns=["id", "scenario"])
+    scenario = dict(zip(truth["id"].to_pylist(), truth["scenario"].to_pylist()))
+    test = [r | {"scenario": scenario[r["id"]]} for r in world.filter(pc.equal(world["split"], "test")).to_pylist()]
     picked = [r for c in CLASSES for r in [r for r in test if r["label"] == c][:PER_CLASS]]
     taken = {r["id"] for r in picked}
     picked += [r for r in test if r["scenario"] and r["id"] not in taken][:FROM_SLICES]

@@ -71,3 +71,31 @@ def test_the_class_order_is_the_one_the_manifest_states(tmp_path):
     pq.write_table(pa.table(rows | {"label_index": [0, 1, 1]}), tmp_path / "inconsistent.parquet")
     assert json.loads(read_dataset(tmp_path / "inconsistent.parquet").schema.metadata[b"conceptlens.classes"]) == [
         "circle", "star"]  # two indices for star: no order stated, sorted
+
+
+def test_an_embeddings_table_states_its_class_order_by_its_labels():
+    from conceptlens.pipeline.datasets import stated_classes
+
+    assert stated_classes(pa.table({"label": ["star", "circle", "star"], "label_index": [0, 2, 0]})) is None  # a gap
+    assert stated_classes(pa.table({"label": ["star", "circle"], "label_index": [1, 0]})) == ["circle", "star"]
+
+
+def test_embed_passes_a_users_columns_on_but_nothing_but_data_from_the_runs_world(tmp_path):
+    """A user's manifest keeps its extra columns (documented); this run's ConceptWorld gives its data columns only,
+    even from a run folder written before the truth had its own file (truth columns in its manifest)."""
+    from conceptlens.config import load_config
+    from conceptlens.jobs.embed import load_input
+
+    images(tmp_path, ["0.png", "1.png"])
+    rows = {"id": ["a", "b"], "path": [str(tmp_path / "0.png"), str(tmp_path / "1.png")], "split": ["test"] * 2,
+            "label": ["star", "circle"], "label_index": [1, 0]}
+    pq.write_table(pa.table(rows | {"photographer": ["ann", "bo"]}), tmp_path / "user.parquet")
+    user = load_input(load_config(overrides=[f"data.source={tmp_path / 'user.parquet'}"]))
+    assert user.column_names == ["id", "path", "split", "label", "label_index", "photographer"]
+    world = tmp_path / "runs" / "old" / "world"
+    world.mkdir(parents=True)
+    old = rows | {"scenario": [None, "dark_circle"], "lighting_dark": [False, True]}  # an old run folder: truth in its manifest
+    pq.write_table(pa.table(old), world / "manifest.parquet")
+    table = load_input(load_config(overrides=[f"run.root={tmp_path / 'runs'}", "run.name=old"]))
+    assert table.column_names == ["id", "path", "split", "label", "label_index"]
+    assert json.loads(table.schema.metadata[b"conceptlens.classes"]) == ["circle", "star"]  # as label_index says

@@ -6,6 +6,7 @@ checker is also run on a planted violation, so a rule that stops seeing anything
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -18,6 +19,12 @@ TOP_WINGS = {"evaluation", "report"}  # read what the method wings produce
 LOWER_WINGS = {"world", "models", "recipes", "pipeline"}
 TOP_MODULES = {"__init__", "cli", "config"}
 TRUTH_READERS = {"world", "evaluation"}  # the only wings that may name ground-truth columns
+# where the world (and its truth file) may be imported or read: the wings that make, train on and score against it,
+# and the commands that run them
+WORLD_WINGS = {"world", "recipes", "evaluation"}
+WORLD_JOBS = {"conceptlens.jobs.world", "conceptlens.jobs.evaluate", "conceptlens.jobs.demo"}
+TRUTH_FILE = "truth.parquet"
+TRUTH_NAMES = {"read_truth", "split_truth", "WorldTruth"}  # what reads the truth file
 
 
 def module_name(path: Path) -> str:
@@ -88,9 +95,44 @@ def layout_violations(name: str, source: str) -> list[str]:
 
 
 def truth_columns() -> set[str]:
-    from conceptlens.world.generate import manifest_schema
+    from conceptlens.world.generate import truth_schema
 
-    return set(manifest_schema().names) - {"id", "path", "split", "label", "label_index"}
+    return set(truth_schema().names) - {"id"}
+
+
+def may_see_the_world(name: str) -> bool:
+    return wing(name) in WORLD_WINGS or name in WORLD_JOBS
+
+
+def world_imports(name: str, source: str) -> list[str]:
+    """Where module ``name`` imports ``conceptlens.world`` (or names it as a module to load) without being one of
+    the modules that make, train on or score against the world: everything else must work on a user's data."""
+    if may_see_the_world(name):
+        return []
+    targets = {t for t in imports(source, name) if t == "conceptlens.world" or t.startswith("conceptlens.world.")}
+    targets |= {node.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+                and isinstance(node.value, str) and re.fullmatch(r"conceptlens\.world(\.\w+)*", node.value)}
+    targets = {t for t in targets if not any(t.startswith(f"{other}.") for other in targets)}  # once per import
+    return [f"{name} imports {t}: only {', '.join(sorted(WORLD_WINGS))} and the jobs "
+            f"{', '.join(sorted(WORLD_JOBS))} use the world" for t in sorted(targets)]
+
+
+def truth_reads(name: str, source: str) -> list[str]:
+    """Where module ``name`` reads the truth file (names ``truth.parquet``, or uses ``read_truth`` /
+    ``split_truth`` / ``WorldTruth``) without being allowed to."""
+    if may_see_the_world(name):
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                (node.value == TRUTH_FILE or node.value.endswith("/" + TRUTH_FILE)):
+            found.append(f"{name} line {node.lineno}: names {node.value!r}")
+        named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        if named in TRUTH_NAMES:
+            found.append(f"{name} line {node.lineno}: uses {named}")
+        if isinstance(node, ast.ImportFrom):
+            found += [f"{name} line {node.lineno}: imports {a.name}" for a in node.names if a.name in TRUTH_NAMES]
+    return found
 
 
 NOT_TRUTH = "# not a truth column:"  # a line naming a homonym says so, with the reason, for a reviewer to see
@@ -176,3 +218,54 @@ def test_peek_checker_sees_a_planted_peek():
     assert peeks('mask = batch["background_water"]', truth)
     assert not peeks('rows = table.column("prediction")', truth)
     assert not peeks('n = cfg["size"]  # not a truth column: open_clip preprocess config', truth)
+
+
+def test_only_the_world_wings_and_jobs_import_the_world():
+    """``conceptlens.world`` (vocabulary, scenarios, the manifest and truth readers) is imported only by world/,
+    recipes/, evaluation/ and the jobs world, evaluate and demo: every other command runs on a user's data."""
+    bad = [v for _, name, src in sources(LIBRARY, REPO / "jobs", REPO / "serve") for v in world_imports(name, src)]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("name, source", [
+    ("conceptlens.jobs.analyze", "from conceptlens.world import CLASSES"),
+    ("conceptlens.jobs.embed", "import conceptlens.world.vocabulary as v"),
+    ("conceptlens.semantic.analysis", "from conceptlens import world"),
+    ("conceptlens.pipeline.runs", "from ..world.scenarios import Scenario"),
+    ("conceptlens.serve.app", "mod = importlib.import_module('conceptlens.world')"),
+])
+def test_world_import_checker_sees_a_planted_import(name, source):
+    assert world_imports(name, source)
+
+
+def test_world_import_checker_allows_the_world_wings_and_jobs():
+    assert not world_imports("conceptlens.recipes.conceptworld", "from conceptlens.world import split_arrays")
+    assert not world_imports("conceptlens.evaluation.ground_truth", "from conceptlens.world import read_truth")
+    assert not world_imports("conceptlens.jobs.world", "from conceptlens.world import read_manifest")
+    assert not world_imports("conceptlens.jobs.analyze", "from conceptlens.pipeline.datasets import stated_classes")
+    assert not world_imports("conceptlens.pipeline.tracking", 'tag = "conceptlens.world_hash"')
+
+
+def test_only_the_world_wings_and_jobs_read_the_truth_file():
+    """The truth file (``truth.parquet``, read through ``read_truth`` / ``WorldTruth``) is read only where the
+    world may be: an analysis never sees it, even by a path."""
+    bad = [v for _, name, src in sources(LIBRARY, REPO / "jobs", REPO / "serve") for v in truth_reads(name, src)]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("name, source", [
+    ("conceptlens.jobs.analyze", 'truth = pq.read_table(run / "world" / "truth.parquet")'),
+    ("conceptlens.report.heatmaps", 'truth = pq.read_table(f"{run}/world/truth.parquet")'),
+    ("conceptlens.jobs.rootcause", "from conceptlens.evaluation.ground_truth import WorldTruth"),
+    ("conceptlens.runtime.filter", "truth = ground_truth.WorldTruth.load(folder)"),
+    ("conceptlens.jobs.explain", "table = world.read_truth(folder)"),
+])
+def test_truth_read_checker_sees_a_planted_read(name, source):
+    assert truth_reads(name, source)
+
+
+def test_truth_read_checker_allows_the_world_jobs_and_other_files():
+    assert not truth_reads("conceptlens.jobs.evaluate", "truth = WorldTruth.load(truth_folder(cfg))")
+    assert not truth_reads("conceptlens.jobs.world", 'pq.write_table(read_truth(world), out / "truth.parquet")')
+    assert not truth_reads("conceptlens.report.heatmaps", 'pq.read_table(folder / "ground_truth.parquet")')
+    assert not truth_reads("conceptlens.jobs.embed", 'manifest = world_dir(cfg) / "manifest.parquet"')

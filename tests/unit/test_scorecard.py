@@ -18,7 +18,7 @@ from conceptlens.evaluation.world_models import PLANTING_HINTS, unplanted_messag
 from conceptlens.semantic import HeatmapAccumulator
 from conceptlens.world import Scenario
 from conceptlens.world.scenarios import KINDS
-from conceptlens.world.generate import manifest_schema
+from conceptlens.world.generate import DATA_COLUMNS, manifest_schema, truth_schema
 
 CLASSES = ["circle", "square"]
 CONCEPTS = ["lighting=dark", "lighting=bright", "color=red"]
@@ -235,14 +235,32 @@ def test_runtime_auroc_per_slice_by_hand():
     assert out["overall"]["auroc"] == pytest.approx(10 / 12) and out["overall"]["n"] == 7
 
 
-def test_world_truth_reads_the_manifest_and_refuses_unknown_ids(tmp_path):
+def truth_rows() -> list[dict]:
+    """Two rows of a world's truth (and its data): "a" in the dark_circle slice, "b" in none."""
+    fields = list(manifest_schema()) + list(truth_schema())[1:]
+    rows = [{f.name: False if pa.types.is_boolean(f.type) else None for f in fields} for _ in range(2)]
+    rows[0] |= {"id": "a", "path": "a.png", "split": "test", "label": "circle", "label_index": 1,
+                "scenario": "dark_circle", "lighting_dark": True}
+    rows[1] |= {"id": "b", "path": "b.png", "split": "test", "label": "square", "label_index": 2,
+                "lighting_bright": True}
+    return rows
+
+
+@pytest.mark.parametrize("layout", ["truth.parquet", "old one-file manifest"])
+def test_world_truth_reads_the_truth_and_refuses_unknown_ids(tmp_path, layout):
+    """From ``truth.parquet`` beside the manifest; a run folder written before it existed holds the truth in its
+    manifest, read from there."""
     with pytest.raises(FileNotFoundError, match=NO_TRUTH):
         WorldTruth.load(tmp_path)
-    schema = manifest_schema()
-    rows = [{f.name: False if pa.types.is_boolean(f.type) else None for f in schema} for _ in range(2)]
-    rows[0] |= {"id": "a", "scenario": "dark_circle", "lighting_dark": True}
-    rows[1] |= {"id": "b", "lighting_bright": True}
-    pq.write_table(pa.Table.from_pylist(rows, schema), tmp_path / "manifest.parquet")
+    rows = truth_rows()
+    if layout == "truth.parquet":
+        pq.write_table(pa.Table.from_pylist(rows, manifest_schema()), tmp_path / "manifest.parquet")
+        with pytest.raises(FileNotFoundError, match=NO_TRUTH):  # the data alone is no truth
+            WorldTruth.load(tmp_path)
+        pq.write_table(pa.Table.from_pylist(rows[::-1], truth_schema()), tmp_path / "truth.parquet")
+    else:
+        old = pa.schema([manifest_schema().field(c) for c in DATA_COLUMNS] + list(truth_schema())[1:])
+        pq.write_table(pa.Table.from_pylist(rows, old), tmp_path / "manifest.parquet")
     truth = WorldTruth.load(tmp_path)
     assert truth.concepts == concept_names() and len(truth.concepts) == 22 and truth.scenarios == []
     entries = [{"name": "dark_circle", "kind": "rare_subgroup", "classes": ["circle"], "attribute": "lighting=dark"},

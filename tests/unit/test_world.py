@@ -1,7 +1,10 @@
 import hashlib
+import json
 from dataclasses import asdict, replace
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch import nn
@@ -11,8 +14,8 @@ from conceptlens.models.classifier import Classifier
 from conceptlens.recipes.data import to_float
 from conceptlens.recipes.head_fault import edit_head, encoder_features, plant_head_fault
 from conceptlens.world import (ATTRIBUTE_GROUPS, CLASSES, GROUPS, Scenario, attribute_columns, caption,
-                               generate_world, read_manifest, render)
-from conceptlens.world.generate import sample_image
+                               generate_world, read_manifest, read_truth, render, split_arrays, split_truth)
+from conceptlens.world.generate import DATA_COLUMNS, manifest_schema, sample_image, truth_schema
 
 SPURIOUS = Scenario("star_on_water", "spurious_correlation", ("star",), "background=water", strength=0.95)
 BLIND = Scenario("hexagon_in_fog", "blind_spot", ("hexagon",), "weather=fog")
@@ -196,7 +199,7 @@ def test_head_fault_needs_a_linear_head_and_a_slice():
         edit_head(nn.Linear(4, 3), features, some, ~some, target=1, strength=0.9)
 
 
-def test_generate_world_writes_images_and_manifest(tmp_path):
+def test_generate_world_writes_images_manifest_and_truth_beside_it(tmp_path):
     sizes = {"train": 30, "test": 20}
     table = generate_world(tmp_path / "w", seed=1, image_size=64, split_sizes=sizes, scenarios=[SPURIOUS],
                            workers=2)
@@ -204,13 +207,111 @@ def test_generate_world_writes_images_and_manifest(tmp_path):
                            workers=1)
     assert table.num_rows == 50
     assert table.drop_columns(["path"]).equals(again.drop_columns(["path"]))
+    assert read_truth(tmp_path / "w").equals(read_truth(tmp_path / "w2"))
     manifest = read_manifest(tmp_path / "w")
-    for column in ["id", "path", "split", "label", "scenario", "caption", *attribute_columns()]:
-        assert column in manifest.column_names
+    assert manifest.column_names == list(DATA_COLUMNS)  # the data, as a user's manifest holds it
+    assert pq.read_schema(tmp_path / "w" / "manifest.parquet").names == list(DATA_COLUMNS)
+    assert json.loads(manifest.schema.metadata[b"conceptlens.classes"]) == list(CLASSES)
+    truth = read_truth(tmp_path / "w")
+    assert truth.schema.names == truth_schema().names
+    for column in ["id", "scenario", "caption", *attribute_columns()]:
+        assert column in truth.column_names
+    assert truth.column("id").to_pylist() == manifest.column("id").to_pylist()
     from PIL import Image
     first = manifest.to_pylist()[0]
     assert Image.open(first["path"]).size == (64, 64)
-    row = first
+    row = truth.to_pylist()[0]
     assert sum(row[c] for c in attribute_columns() if c.startswith("background_")) == 1
     with pytest.raises(ValueError, match="unknown split"):
         generate_world(tmp_path / "w3", seed=1, image_size=64, split_sizes={"tran": 1}, scenarios=[])
+
+
+def test_no_truth_column_is_in_the_manifest():
+    assert set(manifest_schema().names) == set(DATA_COLUMNS)
+    assert set(truth_schema().names) & set(manifest_schema().names) == {"id"}
+
+
+def old_layout_world(root, rows: int = 4):
+    """A world as written before the truth had its own file: one manifest with the data and the truth."""
+    from PIL import Image
+
+    (root / "images" / "test").mkdir(parents=True)
+    records = []
+    for i in range(rows):
+        label, attributes, scenario, rng = sample_image(3, "test", i, [SPURIOUS])
+        path = f"images/test/{i:06d}.png"
+        Image.fromarray(render(label, attributes, rng, 32)).save(root / path)
+        records.append({"id": f"test-{i:06d}", "path": path, "split": "test", "label": label,
+                        "label_index": CLASSES.index(label), "scenario": scenario,
+                        "caption": caption(label, attributes), **attributes,
+                        **{f"{g.name}_{v}": attributes[g.name] == v for g in ATTRIBUTE_GROUPS for v in g.values}})
+    old = pa.schema([manifest_schema().field(c) for c in DATA_COLUMNS] + [truth_schema().field(c)
+                                                                          for c in truth_schema().names[1:]])
+    table = pa.Table.from_pylist(records, schema=old)
+    pq.write_table(table, root / "manifest.parquet")
+    return table
+
+
+def test_an_old_layout_world_is_read_as_it_is_and_split_once_in_place(tmp_path):
+    root = tmp_path / "old"
+    old = old_layout_world(root)
+    before = read_truth(root)  # read from the manifest while truth.parquet is absent
+    assert before.equals(old.select(truth_schema().names))
+    assert read_manifest(root).column_names == list(DATA_COLUMNS)
+    arrays = split_arrays(root, "test")
+    assert list(arrays["ids"]) == old.column("id").to_pylist()
+    assert list(arrays["scenarios"]) == old.column("scenario").to_pylist()
+
+    assert split_truth(root) is True
+    assert pq.read_schema(root / "manifest.parquet").names == list(DATA_COLUMNS)
+    assert pq.read_table(root / "truth.parquet").equals(before)
+    assert pq.read_table(root / "manifest.parquet").drop_columns([]).select(list(DATA_COLUMNS)).equals(
+        old.select(list(DATA_COLUMNS)).replace_schema_metadata(manifest_schema().metadata))
+    assert not [p.name for p in root.iterdir() if ".tmp" in p.name]  # written aside, then renamed
+    again = split_arrays(root, "test")
+    assert all(np.array_equal(again[k], arrays[k]) for k in ("ids", "labels", "scenarios"))
+    assert all(np.array_equal(again["attributes"][g], arrays["attributes"][g]) for g in arrays["attributes"])
+    assert split_truth(root) is False  # once
+
+
+def test_an_interrupted_split_is_finished_by_the_next(tmp_path):
+    root = tmp_path / "half"
+    old = old_layout_world(root)
+    pq.write_table(old.select(truth_schema().names), root / "truth.parquet")  # truth written, manifest not yet
+    assert split_truth(root) is True
+    assert pq.read_schema(root / "manifest.parquet").names == list(DATA_COLUMNS)
+    assert read_truth(root).equals(old.select(truth_schema().names))
+
+
+def test_split_arrays_joins_the_truth_by_id_whatever_its_order(tmp_path):
+    root = tmp_path / "w"
+    old = old_layout_world(root, rows=5)
+    split_truth(root)
+    truth = pq.read_table(root / "truth.parquet")
+    pq.write_table(truth.take(pa.array([4, 2, 0, 3, 1])), root / "truth.parquet")
+    arrays = split_arrays(root, "test")
+    assert list(arrays["ids"]) == old.column("id").to_pylist()
+    assert list(arrays["scenarios"]) == old.column("scenario").to_pylist()
+    background = GROUPS["background"]
+    assert [background.values[j] for j in arrays["attributes"]["background"]] == old.column("background").to_pylist()
+    pq.write_table(truth.slice(1), root / "truth.parquet")
+    with pytest.raises(ValueError, match="1 rows .* have no truth"):
+        split_arrays(root, "test")
+
+
+def test_ensure_world_splits_a_cached_old_layout_world_and_says_so_once(tmp_path):
+    from conceptlens.config import config_hash, load_config, world_key
+    from conceptlens.recipes.conceptworld import WORLD_VERSION, ensure_world
+
+    cfg = load_config(overrides=[f"run.cache_dir={tmp_path}"])
+    images = {k: v for k, v in world_key(cfg.world).items() if k != "model_seed"}
+    root = tmp_path / "worlds" / config_hash(images, WORLD_VERSION)
+    old = old_layout_world(root)
+    lines = []
+    assert ensure_world(cfg, lines.append) == root  # reused, not regenerated: same hash, so the same models
+    assert lines == [f"world: reusing {root} (moved its truth out of manifest.parquet into truth.parquet)"]
+    assert pq.read_schema(root / "manifest.parquet").names == list(DATA_COLUMNS)
+    assert read_truth(root).equals(old.select(truth_schema().names))
+    lines.clear()
+    ensure_world(cfg, lines.append)
+    assert lines == [f"world: reusing {root}"]

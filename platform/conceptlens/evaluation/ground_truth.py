@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
 from conceptlens.models import two_valued
 from conceptlens.pipeline.stats import bh_qvalues
-from conceptlens.world import ATTRIBUTE_GROUPS, GROUPS, Scenario
+from conceptlens.world import ATTRIBUTE_GROUPS, GROUPS, Scenario, read_truth
 
 NO_TRUTH = "evaluate needs a ConceptWorld run; your own data has no ground truth"
 
@@ -31,7 +30,7 @@ def concept_names() -> list[str]:
 
 
 def concept_column(concept: str) -> str:
-    """``"background=water"`` -> the manifest's boolean column ``"background_water"``."""
+    """``"background=water"`` -> the truth's boolean column ``"background_water"``."""
     return concept.replace("=", "_", 1)
 
 
@@ -55,13 +54,15 @@ class WorldTruth:
 
     @classmethod
     def load(cls, world: Path) -> "WorldTruth":
-        """From ``<run>/world/``: ``manifest.parquet`` and the scenarios of ``config.json`` (what ``world``
-        built). A run without them has no truth: FileNotFoundError with :data:`NO_TRUTH`."""
-        manifest, config = Path(world) / "manifest.parquet", Path(world) / "config.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{NO_TRUTH} (no {manifest}: run `conceptlens world` for this run first)")
+        """From ``<run>/world/``: ``truth.parquet`` (:func:`~conceptlens.world.read_truth`; a run folder written
+        before it existed keeps the truth in its ``manifest.parquet``) and the scenarios of ``config.json`` (what
+        ``world`` built). A run without them has no truth: FileNotFoundError with :data:`NO_TRUTH`."""
+        config = Path(world) / "config.json"
+        try:
+            table = read_truth(world)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{NO_TRUTH} ({err}: run `conceptlens world` for this run first)") from None
         concepts = concept_names()
-        table = pq.read_table(manifest, columns=["id", "scenario"] + [concept_column(c) for c in concepts])
         scenarios = []
         if config.is_file():
             scenarios = [Scenario.from_dict(s) for s in json.loads(config.read_text())["world"]["scenarios"]]
@@ -78,7 +79,7 @@ class WorldTruth:
         missing = [row_id for row_id in ids if row_id not in self._position]
         if missing:
             raise ValueError(f"row id {missing[0]!r} (and {len(missing) - 1} more) is not in this run's world "
-                             f"manifest: {NO_TRUTH}")
+                             f"truth: {NO_TRUTH}")
         return np.array([self._position[row_id] for row_id in ids], np.int64)
 
     def scenario_of(self, ids: np.ndarray) -> np.ndarray:

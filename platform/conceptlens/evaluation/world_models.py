@@ -18,7 +18,7 @@ from conceptlens.recipes.conceptworld import scenarios_of
 from conceptlens.recipes.data import load_images
 from conceptlens.recipes.train_classifier import predict
 from conceptlens.recipes.train_clip import embed_images
-from conceptlens.world import ATTRIBUTE_GROUPS, CLASSES, Scenario, caption, read_manifest, split_arrays
+from conceptlens.world import ATTRIBUTE_GROUPS, CLASSES, Scenario, caption, split_arrays
 from conceptlens.world.vocabulary import OCCLUDING
 
 # What a useful ConceptWorld must show: planted failures visible, the VLM good enough to be an oracle.
@@ -107,7 +107,7 @@ def evaluate_models(cfg: Config, world: Path, classifier: Path, vlm: Path | str 
     """How the world's models do on ``split``: the classifier per planted slice, the VLM per attribute,
     and ``checks`` (each planted slice's gap, the VLM's zero-shot accuracy and planted-attribute retrieval).
     Progress lines go to ``log`` (default: :func:`conceptlens.pipeline.runs.log`)."""
-    data = split_arrays(read_manifest(world), split)
+    data = split_arrays(world, split)
     images = load_images(data["paths"])
     clf = build_classifier(cfg.classifier.arch, num_classes=cfg.classifier.num_classes,
                            head=cfg.classifier.head, checkpoint=str(classifier))

@@ -21,6 +21,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 CLASSES_KEY = "conceptlens.classes"  # schema metadata: the class order behind label_index
+COLUMNS = ("id", "path", "split", "label", "label_index")  # what read_dataset makes of every source, first
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -53,6 +54,13 @@ def _manifest(path: Path) -> pa.Table:
     paths = [p if Path(p).is_absolute() else str((path.parent / p).resolve())
              for p in table.column("path").to_pylist()]
     return table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
+
+
+def stated_classes(table: pa.Table) -> list[str] | None:
+    """The class order a table states: its schema's ``conceptlens.classes``, else a ``label_index`` column giving
+    each ``label`` one index 0..K-1 (an embeddings table, or a manifest written before the key existed); None
+    when it states none."""
+    return _stated_order(table, [str(v) for v in table.column("label").to_pylist()])
 
 
 def _stated_order(table: pa.Table, labels: list[str]) -> list[str] | None:
@@ -104,8 +112,7 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None, ca
             table = table.set_column(table.schema.get_field_index(name), name, values)
         else:
             table = table.append_column(name, values)
-    first = ["id", "path", "split", "label", "label_index"]
-    table = table.select(first + [c for c in table.column_names if c not in first])
+    table = table.select(list(COLUMNS) + [c for c in table.column_names if c not in COLUMNS])
     return table.replace_schema_metadata({CLASSES_KEY: json.dumps(classes)})
 
 

@@ -98,8 +98,11 @@ def map_parquet(folder: str, fn: Callable[[dict], dict], *, batch_size: int, num
                 columns: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Stream ``fn`` (a picklable batch function) applied by Ray Data tasks over a Parquet dataset.
 
-    Batches come back in no particular order; callers aggregate, so memory stays bounded."""
-    ds = ray.data.read_parquet(folder, columns=columns)
+    Batches come back in no particular order; callers aggregate, so memory stays bounded. ``columns``: the ones
+    ``fn`` reads (the rest of the table is never loaded)."""
+    ds = ray.data.read_parquet(folder)
+    if columns is not None:
+        ds = ds.select_columns(columns)  # pushed down into the read
     ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 

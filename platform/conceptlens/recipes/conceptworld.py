@@ -1,6 +1,6 @@
 """ConceptWorld and its two models, built once per config and cached by config hash.
 
-``{cache_dir}/worlds/<hash>/`` holds a world (images + manifest); ``{cache_dir}/models/``
+``{cache_dir}/worlds/<hash>/`` holds a world (images, manifest and truth); ``{cache_dir}/models/``
 holds ``classifier-<hash>.pt`` and ``vlm-<hash>.pt`` with a ``.json`` of how they were
 trained. Everything is written to a temporary name and renamed when complete, so an
 interrupted build is redone, never half-used.
@@ -23,7 +23,7 @@ from conceptlens.recipes.data import load_images
 from conceptlens.recipes.head_fault import encoder_features, plant_head_fault
 from conceptlens.recipes.train_classifier import train_classifier
 from conceptlens.recipes.train_clip import train_clip
-from conceptlens.world import Scenario, generate_world, read_manifest, split_arrays
+from conceptlens.world import Scenario, generate_world, split_arrays, split_truth
 
 Log = Callable[[str], None]
 # Bumped whenever generation or scenario semantics change, so cached worlds and classifiers are rebuilt.
@@ -42,11 +42,13 @@ def model_seed(cfg: Config) -> int:
 
 
 def ensure_world(cfg: Config, log: Log = print) -> Path:
-    """The folder of the world ``cfg.world`` describes, generated if not cached."""
+    """The folder of the world ``cfg.world`` describes, generated if not cached. A cached world written before
+    the truth had its own file is split in place (:func:`~conceptlens.world.split_truth`): same hash, same models."""
     images = {k: v for k, v in world_key(cfg.world).items() if k != "model_seed"}  # models only: same images
     root = Path(cfg.run.cache_dir) / "worlds" / config_hash(images, WORLD_VERSION)
     if (root / "manifest.parquet").is_file():
-        log(f"world: reusing {root}")
+        split = split_truth(root)
+        log(f"world: reusing {root}" + (" (moved its truth out of manifest.parquet into truth.parquet)" if split else ""))
         return root
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +86,7 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
     path = Path(cfg.run.cache_dir) / "models" / f"classifier-{key}.pt"
 
     def train(tmp: Path) -> dict:
-        data = split_arrays(read_manifest(world), "train")
+        data = split_arrays(world, "train")
         images = load_images(data["paths"])
         torch.manual_seed(model_seed(cfg))  # the initial weights too: the same config trains the same model
         clf = build_classifier(cfg.classifier.arch, num_classes=cfg.classifier.num_classes,
@@ -115,7 +117,7 @@ def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print)
     path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, RECIPE_VERSION, cfg.vlm)}.pt"
 
     def train(tmp: Path) -> dict:
-        data = split_arrays(read_manifest(world), "vlm")
+        data = split_arrays(world, "vlm")
         images = load_images(data["paths"])
         torch.manual_seed(model_seed(cfg))
         vlm = build_vlm(cfg.vlm.arch, model_config=cfg.vlm.model_config)
