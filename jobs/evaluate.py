@@ -179,23 +179,10 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
     for name, why in card["absent"].items():
         log(f"evaluate: no {name} section: {why}")
     card = finite(card)
-    card["goals"] = goals(card)
-    card = plain(card)
+    card["goals"] = finite(goals(card))
     (out / "scorecard.json").write_text(json.dumps(card, indent=2))
     write_metrics(out, card)
     return card
-
-
-def plain(tree):
-    """``tree`` with NumPy scalars as Python numbers and bools: ``json`` cannot write a ``numpy.bool`` (a goal's
-    ``met`` computed from NumPy floats is one)."""
-    if isinstance(tree, np.generic):
-        return tree.item()
-    if isinstance(tree, dict):
-        return {k: plain(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [plain(v) for v in tree]
-    return tree
 
 
 def report(card: dict) -> str:
