@@ -1,20 +1,19 @@
-"""The fidelity goals of issue 10, asserted on the scorecard: blamed concepts that are right (VLM source, the
-cells presented as findings), planted concepts first, the head-fault slice localised in the head, on the demo
-and on the second scenario set (conf/experiments/second_set.yaml: other classes and attribute groups, all four
-kinds); and a world with no planted scenario (conf/experiments/null_world.yaml) that must not call more false
-cells than the FDR allows; root causes (the chosen pipeline's purity and coverage, every rare subgroup in a
-cluster of its own) on the demo and the second set; sentences (each planted scenario named by the failure mode
-shown for its cluster, no distractor shown) on the demo and the second set; neurons (each spurious correlation's
-attribute names its class's top voted neuron, the repaired head lifts its slice) on the demo and the second set
-(there without images and without registering, so the demo's repaired version keeps the registry's alias).
+"""The fidelity goals, asserted on the scorecard, one test case per sub-goal: blamed concepts that are right (VLM
+source, the cells presented as findings), planted concepts first, the localised scenario's errors blamed on its
+fault site, on the demo and on the second scenario set (conf/experiments/second_set.yaml: other classes and
+attribute groups, all four kinds, its own world seed); a world with no planted scenario
+(conf/experiments/null_world.yaml) that must not call more false cells than the FDR allows; root causes (for every
+planted scenario, the cluster holding most of its failures: purity counting natural errors, share); sentences;
+neurons (naming, head retraining, the edit against plain cross-entropy); the runtime filter's goals and its alerts.
 
-The runtime filter's goals (misclassification above every baseline, PGD 8/255, false alarms, unseen attacks) and
-its alerts (flagged errors named after their own failure mode) on the demo and the second set.
+Budget: the second set is the demo's size, but reuses the demo's tiny CLIP, skips the VLM split, attacks 200 rows
+per split and leaves the adaptive attack to the README's measurement; the null world is smaller (3000 training
+images, 1000 + 1000 analysed) and reuses it too.
 
-Budget: the second set is the demo's size (its gaps and numbers are the README's), but reuses the demo's tiny
-CLIP, skips the VLM split, attacks 200 rows per split and leaves the adaptive attack to the README's
-measurement; the null world is smaller (3000 training images, 1000 + 1000 analysed) and reuses it too. A goal measured short of its bar is declared in SHORT with the measured value and runs as a
-strict xfail: it shows in every run, and the day it is met the xfail fails and must be removed.
+Which goals are asserted: those met on every seed measured (SHORT, VARIES and FLOORS below say what was measured).
+A goal short on every seed is a strict xfail carrying its numbers; one met on some seeds only is reported (a
+non-strict xfail); both also assert a floor under the worst seed measured, named as such. Over three world seeds
+per scenario set, with intervals: benchmarks/fidelity.py and the README's "Fidelity over seeds".
 """
 import json
 from pathlib import Path
@@ -29,39 +28,100 @@ from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor,
 pytestmark = pytest.mark.slow
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiments"
 DEMO = EXPERIMENTS.parent / "demo.yaml"
-# (run, goal) -> why it is short, with the number measured (README: "the scorecard"); one entry per sub-goal, so
-# that a sibling of a short sub-goal that regresses fails instead of hiding inside the same expected failure
+# Measured on this machine with the demo's models trained at model seeds 0 and 1 (`world.model_seed`, the suite at 2
+# torch threads and at 1: `CONCEPTLENS_TEST_OVERRIDES="world.model_seed=1" OMP_NUM_THREADS=1`), values "seed 0 / 1".
+# (run, goal) -> why it is short on every seed measured: a strict xfail (the day it is met it fails and must go);
+# one entry per sub-goal, so that a sibling that regresses fails instead of hiding inside the same expected failure
 SHORT = {
-    ("second_set", "blamed_precision"): "0.86 on the second set (37 of 43 presented cells are true causes)",
-    ("null_world", "blamed_precision"): "0.85 on this null world (33 of 39)",
-    ("null_world", "fdr"): "false discovery proportion 0.15 on this null world (0.18 over three full-size seeds)",
-    ("demo", "localised.hexagon_in_fog"): "0.35 of hexagon_in_fog's errors localised in the encoder (25 of 72)",
-    ("demo", "sentence_first.dark_circle"): "dark_circle's cluster shows its failure mode 4th",
+    ("demo", "localised.hexagon_in_fog"): "encoder share of hexagon_in_fog's test errors 0.38 / 0.45",
+    ("demo", "rootcause_purity.hexagon_in_fog"): "0.77 / 0.57 (directions clusters, natural errors counted)",
+    ("demo", "rootcause_share.star_on_water"): "0.72 / 0.72 of its calib failures in one cluster",
+    ("demo", "repair_beats_ce.star_on_water"): "+0.000 / +0.000: the retaining-ratio term (λ 0.01) changes no prediction",
+    ("demo", "filter_above_baselines"): "vs stacked given the same signals: +0.001 [-0.003, +0.004] / +0.001 [-0.003, +0.005]",
+    ("demo", "alerts"): "hexagon_in_fog: 0.50 / 0.33 of its flagged test errors matched to its cluster",
+    ("second_set", "rootcause_purity.small_crescent"): "0.38 / 0.47",
+    ("second_set", "rootcause_purity.small_triangle"): "0.32 / 0.32",
+    ("second_set", "rootcause_purity.large_diamond_as_square"): "0.62 / 0.65",
+    ("second_set", "rootcause_share.striped_heart"): "0.18 / 0.18: stripes decide every class (~950 failures)",
+    ("second_set", "repair_beats_ce.striped_heart"): "+0.000 / +0.000",
+    ("second_set", "filter_above_baselines"): "vs stacked given the same signals: -0.000 / -0.001",
+    ("second_set", "filter_unseen.eps2"): "ε = 2/255 unseen: 0.82 / 0.71 (200 attacked rows per split)",
+    ("second_set", "filter_unseen.fgsm"): "FGSM unseen: 0.88 / 0.82",
     ("second_set", "alerts"): "small_crescent and small_triangle dominate no cluster, so no alert can name them",
-    ("second_set", "filter_pgd_eps8"): "PGD ε = 8/255: AUROC 0.941 (200 attacked rows per split)",
-    ("demo", "filter_above_baselines"): "paired, vs stacked given the same signals: +0.001 [-0.003, +0.004]",
-    ("second_set", "filter_above_baselines"): "paired, vs stacked given the same signals: -0.001 [-0.002, -0.000]",
-    ("demo", "filter_unseen.eps2"): "ε = 2/255 unseen (heads fitted on 4 and 8): AUROC 0.868",
-    ("second_set", "filter_unseen.eps2"): "ε = 2/255 unseen: AUROC 0.752 (200 attacked rows per split)",
-    ("second_set", "filter_unseen.eps4"): "ε = 4/255 unseen: AUROC 0.868",
-    ("second_set", "filter_unseen.fgsm"): "FGSM unseen: AUROC 0.843",
-    ("second_set", "filter_unseen.apgd"): "APGD unseen: AUROC 0.883",
-    ("second_set", "filter_unseen.pgd"): "PGD unseen: AUROC 0.875",
+    ("null_world", "blamed_precision"): "0.75 / 0.79 on this small null world",
+    ("null_world", "fdr"): "false discovery proportion 0.25 / 0.21 on this small null world",
+}
+# (run, goal) -> met on one seed measured, not on the other: reported (a non-strict xfail), never asserted
+VARIES = {
+    ("demo", "blamed_precision"): "0.85 / 0.91",
+    ("demo", "top_blamed_is_a_true_cause"): "1.00 / 0.78",
+    ("demo", "planted_first.hexagon_in_fog.hexagon"): "rank 1 / 2",
+    ("demo", "no_distractor_shown"): "0 / 1 shown",
+    ("demo", "filter_unseen.eps2"): "ε = 2/255 unseen: 0.87 / 0.90",
+    ("second_set", "blamed_precision"): "0.90 / 0.76",
+    ("second_set", "planted_first.small_triangle.triangle"): "rank 1 / 2",
+    ("second_set", "sentence_first.small_triangle"): "rank 1 / 3",
+    ("second_set", "no_distractor_shown"): "0 / 1 shown",
+    ("second_set", "filter_pgd_eps8"): "0.94 / 0.96",
+    ("second_set", "filter_unseen.apgd"): "0.91 / 0.87",
+    ("second_set", "filter_unseen.eps4"): "0.91 / 0.84",
+    ("second_set", "filter_unseen.eps8"): "0.89 / 0.95",
+    ("second_set", "filter_unseen.pgd"): "0.91 / 0.87",
 }
 RUNS = ("demo", "second_set")  # the scenario sets run through every command
+# (run, goal) -> the floor asserted under a goal measured short: under the worst value measured on this machine with
+# the demo's models trained at model seeds 0 and 1 (`world.model_seed`; the suite at 2 and at 1 torch thread), by the
+# margin a retrained model moves it. A short goal stays an xfail that carries its number; its floor is a plain
+# assertion, so what the product does today cannot regress unseen.
+FLOORS = {  # (run, goal) -> (">=" or "<=", bound): 0.1 under the worst proportion, 0.05 under an AUROC, a rank 1 worse
+    ("demo", "blamed_precision"): (">=", 0.75), ("demo", "top_blamed_is_a_true_cause"): (">=", 0.68),
+    ("demo", "planted_first.hexagon_in_fog.hexagon"): ("<=", 3), ("demo", "no_distractor_shown"): ("<=", 2),
+    ("demo", "localised.hexagon_in_fog"): (">=", 0.28), ("demo", "rootcause_purity.hexagon_in_fog"): (">=", 0.47),
+    ("demo", "rootcause_share.star_on_water"): (">=", 0.62), ("demo", "repair_beats_ce.star_on_water"): (">=", -0.02),
+    ("demo", "filter_above_baselines"): (">=", -0.01), ("demo", "filter_unseen.eps2"): (">=", 0.82),
+    ("second_set", "blamed_precision"): (">=", 0.66), ("second_set", "no_distractor_shown"): ("<=", 2),
+    ("second_set", "planted_first.small_triangle.triangle"): ("<=", 3),
+    ("second_set", "sentence_first.small_triangle"): ("<=", 4),
+    ("second_set", "rootcause_purity.small_crescent"): (">=", 0.28),
+    ("second_set", "rootcause_purity.small_triangle"): (">=", 0.22),
+    ("second_set", "rootcause_purity.large_diamond_as_square"): (">=", 0.52),
+    ("second_set", "rootcause_share.striped_heart"): (">=", 0.08),
+    ("second_set", "repair_beats_ce.striped_heart"): (">=", -0.02),
+    ("second_set", "filter_above_baselines"): (">=", -0.01), ("second_set", "filter_pgd_eps8"): (">=", 0.89),
+    ("second_set", "filter_unseen.apgd"): (">=", 0.82), ("second_set", "filter_unseen.eps2"): (">=", 0.66),
+    ("second_set", "filter_unseen.eps4"): (">=", 0.79), ("second_set", "filter_unseen.eps8"): (">=", 0.84),
+    ("second_set", "filter_unseen.fgsm"): (">=", 0.77), ("second_set", "filter_unseen.pgd"): (">=", 0.82),
+    ("null_world", "blamed_precision"): (">=", 0.65),
+}
+
+
+@pytest.mark.parametrize("run,goal", list(FLOORS))
+def test_a_short_goal_stays_above_its_floor(cards, run, goal):
+    """Named as such: a floor under the measured worst seed, not the goal (the goal's own case is its xfail)."""
+    g, (op, bound) = cards[run]["goals"][goal], FLOORS[run, goal]
+    assert (run, goal) in SHORT or (run, goal) in VARIES
+    assert g["value"] is not None and (g["value"] >= bound if op == ">=" else g["value"] <= bound), (g, op, bound)
+
+
+def scenario_configs(run: str) -> list:
+    """``run``'s scenarios, from its configs: known when tests are collected, so that each sub-goal is a test case
+    of its own."""
+    configs = [DEMO] + ([EXPERIMENTS / f"{run}.yaml"] if run != "demo" else [])
+    return list(load_config([str(c) for c in configs]).world.scenarios)
 
 
 def scenarios(run: str, kinds: tuple[str, ...] = ()) -> list[str]:
-    """The names of ``run``'s scenarios (of ``kinds``, default all), from its configs: known when tests are
-    collected, so that each sub-goal is a test case of its own."""
-    configs = [DEMO] + ([EXPERIMENTS / f"{run}.yaml"] if run != "demo" else [])
-    return [s.name for s in load_config([str(c) for c in configs]).world.scenarios if not kinds or s.kind in kinds]
+    """The names of ``run``'s scenarios (of ``kinds``, default all)."""
+    return [s.name for s in scenario_configs(run) if not kinds or s.kind in kinds]
 
 
 def expect_short(request, run: str, goal: str) -> None:
-    """A sub-goal measured short runs as a strict xfail (it shows in every run; met one day, it fails)."""
+    """A sub-goal short on every seed measured runs as a strict xfail (it shows in every run; met one day, it fails);
+    one met on some seeds only is reported (a non-strict xfail): its floor is what is asserted."""
     if (run, goal) in SHORT:
         request.applymarker(pytest.mark.xfail(strict=True, reason=SHORT[run, goal]))
+    elif (run, goal) in VARIES:
+        request.applymarker(pytest.mark.xfail(strict=False, reason=f"met on some seeds only: {VARIES[run, goal]}"))
 
 
 def pipeline(root: Path, configs: list[str], overrides: list[str], causes: bool = True) -> dict:
@@ -107,13 +167,16 @@ def test_blamed_concepts_meet_the_goal(cards, run, goal, request):
     assert g["target"] == GOALS[goal] and g["value"] >= GOALS[goal] and g["met"], g
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_every_planted_concept_comes_first_for_its_class(cards, run):
+PLANTED_FIRST = [(run, f"planted_first.{s.name}.{cls}") for run in RUNS for s in scenario_configs(run) for cls in s.classes]
+
+
+@pytest.mark.parametrize("run,goal", PLANTED_FIRST)
+def test_every_planted_concept_comes_first_for_its_class(cards, run, goal, request):
     card = cards[run]
     assert card["world"]["skipped"] == []  # every scenario planted (else `world` would have failed)
-    firsts = {k: g for k, g in card["goals"].items() if k.startswith("planted_first.")}
-    expected = sum(len(s["classes"]) for s in card["world"]["scenarios"].values())
-    assert len(firsts) == expected and all(g["met"] for g in firsts.values()), firsts
+    assert {k for k in card["goals"] if k.startswith("planted_first.")} == {g for r, g in PLANTED_FIRST if r == run}
+    expect_short(request, run, goal)
+    assert card["goals"][goal]["met"], card["semantic"]["vlm"]["planted"]
 
 
 def test_the_second_sets_head_fault_is_the_scenario_it_localises(cards):
