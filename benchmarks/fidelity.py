@@ -83,29 +83,35 @@ def summarise(cards: dict[int, dict]) -> dict:
         goals[name] = {"target": next(iter(found.values()))["target"], "values": {s: g["value"] for s, g in found.items()},
                        "mean": float(np.mean(present)) if present else None,
                        "min": min(present) if present else None, "max": max(present) if present else None,
-                       "met": met, "seeds": len(found), "met_interval": [low, high]}
-    seeds = {seed: {"accuracy": card["world"]["accuracy"], "planted": card["world"]["planted"],
+                       "met": met, "seeds": len(found), "met_interval": [float(low), float(high)]}
+    per_seed = {seed: {"accuracy": card["world"]["accuracy"], "planted": card["world"]["planted"],
                     "skipped": card["world"]["skipped"],
                     "goals_met": sum(g["met"] for g in card["goals"].values()), "goals": len(card["goals"])}
              for seed, card in cards.items()}
-    return {"goals": goals, "seeds": seeds}
+    return {"goals": goals, "per_seed": per_seed}
 
 
 def fmt(x) -> str:
-    return "–" if x is None else f"{x:.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
+    """A value as the tables show it: two decimals, ranks and counts as they are, None as –."""
+    if x is None:
+        return "–"
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:.2f}"
+    return str(int(x)) if isinstance(x, float) else str(x)
 
 
 def table(summary: dict) -> list[str]:
     """The markdown table the README shows: one row per goal."""
-    lines = ["| goal | target | per seed | mean | min–max | seeds met |", "|---|---|---|---|---|---|"]
+    lines = ["| goal | target | per seed | mean | min–max | seeds met [95 %] |", "|---|---|---|---|---|---|"]
     for name, g in summary["goals"].items():
         per_seed = ", ".join(fmt(v) for v in g["values"].values())
+        spread = "–" if g["min"] is None else f"{fmt(g['min'])}–{fmt(g['max'])}"
         low, high = g["met_interval"]
-        lines.append(f"| {name} | {fmt(g['target'])} | {per_seed} | {fmt(g['mean'])} | {fmt(g['min'])}–{fmt(g['max'])}"
+        lines.append(f"| {name} | {fmt(g['target'])} | {per_seed} | {fmt(g['mean'])} | {spread}"
                      f" | {g['met']}/{g['seeds']} [{low:.2f}, {high:.2f}] |")
     per_seed = "; ".join(f"seed {s}: accuracy {v['accuracy']:.3f}, {v['goals_met']} of {v['goals']} goals met"
                          + (f", not planted: {', '.join(v['skipped'])}" if v["skipped"] else "")
-                         for s, v in summary["seeds"].items())
+                         for s, v in summary["per_seed"].items())
     return lines + ["", per_seed]
 
 
@@ -160,6 +166,8 @@ def main() -> None:
               "date": datetime.date.today().isoformat(), "machine": machine()} | summary
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"fidelity_{name}.json"
+    if args.summary_only and path.is_file():  # re-read: the runs are still those the recorded command made
+        result |= {k: json.loads(path.read_text())[k] for k in ("command", "date", "machine")}
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"\n=== fidelity: {name}, seeds {seeds} ===")
     print("\n".join(table(summary)))
