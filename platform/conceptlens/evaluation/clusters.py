@@ -84,7 +84,7 @@ def rootcause_section(clusters: pa.Table, pipelines: pa.Table, scenario: dict, p
     """The scorecard's root-cause section for the ``heldout`` failure set: every pipeline's scores (rows outside a
     planted slice, or in a scenario that was not planted, count as natural errors), the chosen pipeline's, the
     best pipeline by the truth (:func:`truth_score`) and how far the choice is from it (rank: 1 + the pipelines
-    strictly better), and whether each rare subgroup dominates a cluster of its own. ``scenario``: row id ->
+    strictly better; the gap in :func:`truth_score`'s first term). ``scenario``: row id ->
     scenario name or None; ``planted``: the planted :class:`~conceptlens.world.Scenario` objects."""
     names = {s.name for s in planted}
     heldout = clusters.filter(pc.equal(clusters["set"], "heldout"))
@@ -98,13 +98,10 @@ def rootcause_section(clusters: pa.Table, pipelines: pa.Table, scenario: dict, p
     ranked = sorted(per_pipeline, key=lambda name: truth_score(per_pipeline[name]), reverse=True)
     chosen = next(name for name, s in per_pipeline.items() if s["chosen"])
     better = sum(truth_score(s) > truth_score(per_pipeline[chosen]) for s in per_pipeline.values())
-    rare = [s.name for s in planted if s.kind == "rare_subgroup"]
-    pick = per_pipeline[chosen]["planted_only"]
     return {"set": "heldout", "failures": heldout.filter(pc.equal(heldout["pipeline"], chosen)).num_rows,
             "chosen": chosen, "best_by_truth": ranked[0], "chosen_rank_by_truth": better + 1,
             "pipelines_scored": len(ranked),
             "gap_to_best": truth_score(per_pipeline[ranked[0]])[0] - truth_score(per_pipeline[chosen])[0],
-            "rare_covered": {name: pick["scenarios"].get(name, {}).get("cluster") is not None for name in rare},
             "pipelines": per_pipeline}
 
 
