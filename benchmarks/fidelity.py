@@ -166,8 +166,9 @@ def main() -> None:
               "date": datetime.date.today().isoformat(), "machine": machine()} | summary
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"fidelity_{name}.json"
-    if args.summary_only and path.is_file():  # re-read: the runs are still those the recorded command made
-        result |= {k: json.loads(path.read_text())[k] for k in ("command", "date", "machine")}
+    if args.summary_only and path.is_file():  # re-read: the runs are those this command makes, on the recorded machine
+        result |= {k: json.loads(path.read_text())[k] for k in ("date", "machine")}
+        result["command"] = " ".join(a for a in result["command"].split() if a != "--summary-only")
     path.write_text(json.dumps(result, indent=1, default=str))
     print(f"\n=== fidelity: {name}, seeds {seeds} ===")
     print("\n".join(table(summary)))

@@ -30,7 +30,6 @@ from conceptlens.models.concepts import load_concepts
 from conceptlens.config import Config
 from conceptlens.models.embedding import VECTOR_COLUMNS
 from conceptlens.semantic.heatmaps import matrix
-from conceptlens.models import build_vlm
 from conceptlens.report.figures import plot_heatmap
 from conceptlens.pipeline.datasets import stated_classes
 from conceptlens.pipeline.raydata import init_ray, map_parquet
@@ -66,7 +65,7 @@ def text_embeddings(cfg: Config, classes: list[str]):
     the set's absence prompt (the trust check's reference)."""
     concepts = load_concepts(cfg.analyze.concepts)
     spec = model_spec(cfg)
-    vlm = build_vlm(spec.vlm_arch, pretrained=spec.vlm_pretrained, model_config=spec.vlm_model_config)
+    vlm = spec.vlm()
     with torch.no_grad():
         return (concepts, concepts.bank(vlm).embeddings.numpy(), concepts.class_bank(vlm, classes).embeddings.numpy(),
                 concepts.absence_embedding(vlm).numpy())

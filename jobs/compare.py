@@ -24,7 +24,7 @@ conceptlens.kind=compare with both pipeline run ids: a top-level run of the expe
 runs (nested under one, the other would not show it).
 
   conceptlens compare demo repaired run.root=runs
-  conceptlens compare models:/conceptlens-classifier@base models:/conceptlens-classifier@repaired
+  conceptlens compare models:/conceptlens-demo-classifier@base models:/conceptlens-demo-classifier@repaired
 """
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from conceptlens.cli import run_command
 from conceptlens.config import Config
-from conceptlens.pipeline.datasets import COLUMNS, classes_of, read_dataset
+from conceptlens.pipeline.datasets import COLUMNS, classes_of, read_dataset, skipped_files
+from conceptlens.pipeline.preflight import run_preflight
 from conceptlens.pipeline.predictions import PREDICTIONS, write_predictions
 from conceptlens.pipeline.raydata import embed_table, init_ray
 from conceptlens.pipeline.runs import (Progress, command_dir, log, model_spec, record_inputs, world_dir,
@@ -61,11 +62,28 @@ def load_input(cfg: Config) -> pa.Table:
 
 def embed(cfg: Config) -> dict:
     """Embed this run's input (see :func:`load_input`) into ``<run>/embed/`` and record there what it was
-    made from (``inputs.json``, :func:`~conceptlens.pipeline.runs.run_inputs`)."""
-    out, table = command_dir(cfg.run, "embed"), load_input(cfg)
+    made from (``inputs.json``, :func:`~conceptlens.pipeline.runs.run_inputs`). The preflight
+    (:mod:`conceptlens.pipeline.preflight`, ``check.rows`` rows) runs first, before Ray starts."""
+    table = load_input(cfg)
+    skipped = skipped_files(table)
+    if skipped:
+        log(f"embed: left out {len(skipped)} file(s) that are not images: {', '.join(skipped[:5])}"
+            f"{' …' if len(skipped) > 5 else ''}")
+    found = run_preflight(cfg, table, classes_of(table)) if cfg.check.rows else None
+    out = command_dir(cfg.run, "embed")
     metrics = embed_rows(cfg, table, out)
+    metrics |= {"accuracy": accuracy_by_split(out / "embeddings"), "skipped_files": skipped,
+                "preflight": found.as_dict() if found else None}
+    write_metrics(out, metrics)
     record_inputs(out, cfg, model_spec(cfg), input_source(cfg), classes_of(table))
     return metrics
+
+
+def accuracy_by_split(folder: Path) -> dict[str, float]:
+    """The classifier's accuracy against the labels, per split and ``all``, of an embeddings table."""
+    rows = pq.read_table(folder, columns=["split", "label_index", "prediction"]).to_pandas()
+    hits = rows["label_index"] == rows["prediction"]
+    return {"all": float(hits.mean())} | {str(k): float(v) for k, v in hits.groupby(rows["split"]).mean().items()}
 
 
 def embed_rows(cfg: Config, table: pa.Table, out: Path, what: str = "embed") -> dict:
@@ -89,8 +107,9 @@ def embed_rows(cfg: Config, table: pa.Table, out: Path, what: str = "embed") -> 
                 _write_shard(plan, rejects_dir, shard, rows)
     seconds, done = time.time() - progress.start, progress.done
     rows = pq.read_table(plan.folder, columns=["node_id"]).column("node_id")
-    rejects = pads.dataset(rejects_dir, format="parquet").count_rows() if any(rejects_dir.glob("*.parquet")) else 0
-    metrics = {"rows": len(rows), "rejects": rejects,
+    rejected = (pads.dataset(rejects_dir, format="parquet").to_table(columns=["path"]).column("path").to_pylist()
+                if any(rejects_dir.glob("*.parquet")) else [])
+    metrics = {"rows": len(rows), "rejects": len(rejected), "rejected": rejected[:20],
                "input_rows": table.num_rows, "shards": plan.count, "shards_this_run": len(pending),
                "rows_this_run": done, "seconds": seconds, "rows_per_second": done / seconds if done else None,
                "nodes": len(pc.unique(rows)),
@@ -123,7 +142,14 @@ def run(cfg: Config) -> dict:
 
 
 def report(metrics: dict) -> str:
-    return f"embedded {metrics['rows']} rows ({metrics['rejects']} rejected) into {metrics['output']}"
+    lines = [f"embedded {metrics['rows']} rows ({metrics['rejects']} rejected) into {metrics['output']}"]
+    if metrics.get("rejected"):
+        lines.append("rejected (unreadable): " + ", ".join(metrics["rejected"][:5])
+                     + (" …" if metrics["rejects"] > 5 else "") + f" (all: {Path(metrics['output']).parent / 'rejects'})")
+    if metrics.get("accuracy"):
+        lines.append("classifier accuracy against the labels: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in metrics["accuracy"].items()))
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ family or an ε), false alarms at the deployed thresholds, and an adaptive white
 (``monitor.adaptive``). Writes under
 ``<run>/monitor/``: ``bundle/`` (the filter, its failure modes and copies of the models it judges),
 ``evaluation.parquet``, ``alerts.parquet`` (per test row: verdict and the failure mode it looks like),
-``metrics.json``; the bundle is registered in MLflow as ``monitor.model_name`` with alias ``monitor.alias``.
+``metrics.json``; the bundle is registered in MLflow as ``monitor.model_name`` (``{run}``: the run's name) with alias ``monitor.alias``.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from conceptlens.runtime.detectors import BASELINES, KNN, Detector, Stacked, det
 from conceptlens.pipeline.runs import Progress, command_dir, log, model_spec, run_inputs, write_metrics
 from conceptlens.runtime.filter import ConceptFilter, folds, sources, successful_attacks, take
 from conceptlens.pipeline.shards import ROW_BATCH_COLUMNS, read_rows
-from conceptlens.pipeline.registry import register_folder
+from conceptlens.pipeline.registry import model_name, register_folder
 from conceptlens.jobs.attack import sample
 from conceptlens.jobs.embed import load_input
 from conceptlens.jobs.rootcause import concept_analysis
@@ -373,6 +373,8 @@ def report(metrics: dict) -> str:
 
 def run(cfg: Config) -> dict:
     cfg = run_inputs(cfg)  # the models and image size the embeddings were made with, for the bundle
+    if cfg.monitor.model_name:
+        model_name(cfg.monitor.model_name, cfg.run.name)  # a bad name fails now, not after the work
     with mlflow_run(cfg, "monitor"):
         metrics = monitor(cfg)
         out = command_dir(cfg.run, "monitor")
@@ -380,7 +382,8 @@ def run(cfg: Config) -> dict:
         log_results({k: v for k, v in metrics.items() if k != "table"}, out / "metrics.json",
                     out / "evaluation.parquet", out / "alerts.parquet", *([] if register else [out / "bundle"]))
         if register:
-            metrics["registered"] = register_folder(out / "bundle", FilterPyfunc(), cfg.monitor.model_name,
+            metrics["registered"] = register_folder(out / "bundle", FilterPyfunc(),
+                                                   model_name(cfg.monitor.model_name, cfg.run.name),
                                                    cfg.monitor.alias, tags=run_tags(cfg))
             log(f"monitor: registered {metrics['registered']}")
     return metrics

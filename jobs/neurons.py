@@ -41,7 +41,7 @@ from conceptlens.neurons import (INSUFFICIENT, LOSSES, RepairSettings, SolverSet
                                  correlate, group_softmax, solve, train_head, vote)
 from conceptlens.pipeline.datasets import id_unit
 from conceptlens.pipeline.raydata import init_ray, map_rows
-from conceptlens.pipeline.registry import find_version, register_folder
+from conceptlens.pipeline.registry import find_version, model_name, register_folder
 from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, log, model_spec, run_inputs,
                                        write_metrics)
 from conceptlens.pipeline.shards import read_rows
@@ -220,6 +220,7 @@ def save_repaired(cfg: Config, repaired: Classifier, chosen: dict, classes: list
                "lambda": cfg.neurons.repair.lam, "gamma": cfg.neurons.repair.gamma, "epoch": epoch}
     write_classifier_folder(folder, repaired, {"arch": cfg.classifier.arch, "head": cfg.classifier.head,
                                                "num_classes": len(classes), "image_size": cfg.data.image_size,
+                                               "preprocess": cfg.classifier.preprocess,
                                                "classes": classes, "lineage": lineage})
     return lineage
 
@@ -239,7 +240,7 @@ def neurons(cfg: Config) -> dict:
     pq.write_table(pa.table({"id": rows["id"][masks["held"]], "label_index": labels, **predictions}),
                    out / "predictions.parquet")
     edit = cfg.neurons.repair.loss
-    lineage = save_repaired(cfg, Classifier(clf.encoder, heads[edit]), chosen, classes, history[edit]["epoch"],
+    lineage = save_repaired(cfg, Classifier(clf.encoder, heads[edit], clf.preprocess), chosen, classes, history[edit]["epoch"],
                             out / "classifier")
     figures = visualise(cfg, table, classes, out)
     overall = {r["method"]: r["accuracy"] for r in accuracy.to_pylist() if r["class"] == "all"}
@@ -261,7 +262,7 @@ MAX_TAG = 5000  # characters of an MLflow tag value (the limit of older servers)
 def register(cfg: Config, metrics: dict) -> str:
     """Register the base classifier (once, by its content) and the repaired one as the next version of
     ``neurons.model_name``, tagged with its lineage; point ``neurons.alias`` at it."""
-    name, folder = cfg.neurons.model_name, Path(metrics["classifier"])
+    name, folder = model_name(cfg.neurons.model_name, cfg.run.name), Path(metrics["classifier"])
     card = json.loads((folder / "classifier.json").read_text())
     base_sha = card["lineage"]["base_sha256"] or "unknown"
     base = find_version(name, "sha256", base_sha)
@@ -295,6 +296,8 @@ def report(metrics: dict) -> str:
 def run(cfg: Config) -> dict:
     cfg = run_inputs(cfg)
     check_settings(cfg, class_names(cfg, embeddings_table(cfg, cfg.neurons.embeddings, "neurons.embeddings")))
+    if cfg.neurons.model_name:
+        model_name(cfg.neurons.model_name, cfg.run.name)  # a bad name fails now, not after the work
     with mlflow_run(cfg, "neurons"):
         metrics = neurons(cfg)
         out = command_dir(cfg.run, "neurons")

@@ -16,6 +16,8 @@ from conceptlens.pipeline.shards import IncompleteShards
 
 COMMANDS = {
     "world": ("conceptlens.jobs.world", "build ConceptWorld and train (or reuse) its classifier and tiny CLIP"),
+    "check": ("conceptlens.jobs.check", "preflight: do the models and the data go together (preprocessing, classes, "
+                                        "checkpoint, VLM)? before any heavy work"),
     "embed": ("conceptlens.jobs.embed", "embed images with the classifier and the VLM on Ray Data (resumable)"),
     "analyze": ("conceptlens.jobs.analyze", "semantic and differential heatmaps, encoder-vs-head fault localisation"),
     "attack": ("conceptlens.jobs.attack", "adversarial inputs (FGSM, PGD, APGD) on the held-out splits, embedded"),
@@ -66,6 +68,7 @@ def run_command(prog: str, description: str, argv: Sequence[str] | None, run: Ca
         result = run(cfg)
     except (ValueError, FileNotFoundError) as err:
         print(f"conceptlens {prog}: {err}", file=sys.stderr)
+        _drop_empty(Path(cfg.run.root) / cfg.run.name, prog)
         return 2
     except IncompleteShards as err:
         print(f"conceptlens {prog}: failed: {err}", file=sys.stderr)
@@ -73,9 +76,21 @@ def run_command(prog: str, description: str, argv: Sequence[str] | None, run: Ca
     except ChecksFailed as err:
         report_failure(prog, err, report)
         return 1
+    except BaseException:
+        _drop_empty(Path(cfg.run.root) / cfg.run.name, prog)
+        raise
     print(report(result))
     print(f"outputs: {Path(cfg.run.root) / cfg.run.name / prog}")
     return 0
+
+
+def _drop_empty(run_dir: Path, prog: str) -> None:
+    """After a failure: the command's folder and the run's, when the failed command left them empty."""
+    for folder in (run_dir / prog, run_dir):
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            return
 
 
 def report_failure(prog: str, err: ChecksFailed, report: Callable[[Any], str]) -> None:

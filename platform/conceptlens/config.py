@@ -79,6 +79,9 @@ class ClassifierConfig:
     checkpoint: Optional[str] = None  # a state_dict file; None = train on ConceptWorld (cached)
     head: str = "fc"  # the module where the model splits into encoder and head
     num_classes: int = 10
+    # what the model does to [0, 1] pixels first: imagenet | clip | half ([-1, 1]) | none ([0, 1]) | byte ([0, 255]) |
+    # "m1,m2,m3,s1,s2,s3" (mean, std) | module:function. `conceptlens check` finds the one a checkpoint was trained on
+    preprocess: str = "imagenet"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4))
 
 
@@ -87,6 +90,7 @@ class VLMConfig:
     arch: str = "conceptworld-tiny"  # an open_clip architecture name
     pretrained: Optional[str] = None  # an open_clip pretrained tag (e.g. openai) or a checkpoint file
     model_config: Optional[str] = None  # a custom open_clip model config (JSON) registering `arch`
+    preprocess: Optional[str] = None  # as classifier.preprocess; None = the mean/std of the model's open_clip config
     caption_subset: float = 0.5  # share of training captions naming a random subset of the attributes
     aux_weight: float = 1.0  # weight of prompt classification next to the contrastive loss in text alignment
     # phase 1: supervised pre-training of the vision tower; phase 2: text alignment to frozen image embeddings
@@ -119,6 +123,13 @@ class DataConfig:
     classes: Optional[List[str]] = None  # the classifier's output order; None = ConceptWorld's, or sorted labels
     splits: Optional[List[str]] = None  # keep only these splits; None = all
     calib_share: float = 0.5  # rows without a split: share drawn into calib by a hash of the id, the rest test
+
+
+@dataclass
+class CheckConfig:
+    rows: int = 256  # labelled rows the preflight runs through the models (`check`; `embed` first); 0 = no preflight in embed
+    min_gain: float = 0.2  # a preprocessing or class order lifting accuracy this much is named as the fix, and stops the run
+    min_skill: float = 0.25  # accuracy skill over chance, (acc - 1/K) / (1 - 1/K), below which the classifier is near chance
 
 
 @dataclass
@@ -191,7 +202,8 @@ class MonitorConfig:
     knn_k: int = 50  # the k-NN baseline's k
     seed: int = 0  # the folds (by source image) that references, heads and thresholds are fitted on
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
-    model_name: Optional[str] = "conceptlens-filter"  # MLflow registered model of the bundle; empty (monitor.model_name=) = do not register
+    # MLflow registered model of the bundle, {run} = run.name (one run never moves another's alias); empty = do not register
+    model_name: Optional[str] = "conceptlens-{run}-filter"
     alias: str = "champion"  # alias set on the new version
 
 
@@ -333,7 +345,7 @@ class NeuronsConfig:
     top_concepts: int = 3  # concepts named per neuron
     visualise: VisualiseConfig = field(default_factory=VisualiseConfig)
     repair: RepairConfig = field(default_factory=RepairConfig)
-    model_name: Optional[str] = "conceptlens-classifier"  # MLflow registered model; empty = do not register
+    model_name: Optional[str] = "conceptlens-{run}-classifier"  # MLflow registered model, {run} = run.name; empty = do not register
     alias: str = "repaired"  # alias set on the repaired version
     seed: int = 0
 
@@ -358,6 +370,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
@@ -414,6 +427,19 @@ def world_key(world: WorldConfig) -> dict:
     if out.get("model_seed") is None:  # unset: the key it had before the field existed
         out.pop("model_seed", None)
     out["scenarios"] = [{k: v for k, v in s.items() if v is not None} for s in out["scenarios"]]
+    return out
+
+
+KEYED_LATER = ("preprocess",)  # model fields added after caches were keyed
+
+
+def model_key(section: Any) -> dict:
+    """What a model's cache key depends on: the ``classifier`` or ``vlm`` section as a dict, without the fields of
+    :data:`KEYED_LATER` left at their defaults (so models cached before such a field existed keep their keys)."""
+    out, defaults = to_dict(section), to_dict(type(section)())
+    for name in KEYED_LATER:
+        if name in out and out[name] == defaults[name]:
+            out.pop(name)
     return out
 
 

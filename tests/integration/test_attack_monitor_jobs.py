@@ -126,7 +126,7 @@ def test_alerts_name_a_failure_mode_for_flagged_test_rows(run):
 
 def test_the_bundle_is_registered_and_loads_back(run):
     mlflow.set_tracking_uri(f"sqlite:///{run.parent / 'mlflow.db'}")
-    registered = load_bundle("models:/conceptlens-filter@champion")
+    registered = load_bundle("models:/conceptlens-demo-filter@champion")
     local = ConceptFilter.load(run / "monitor" / "bundle")
     assert registered.thresholds == local.thresholds and registered.class_names == local.class_names
     assert np.array_equal(registered.references["correct"], local.references["correct"])
@@ -136,7 +136,7 @@ def test_the_bundle_is_registered_and_loads_back(run):
     assert list(registered.verdicts(batch)["verdict"]) == list(local.verdicts(batch)["verdict"])
     assert set(registered.verdicts(batch, {"misclassified": 1.0, "adversarial": 1.0})["verdict"]) == {"accept"}
     assert all(len(reasons) == 3 and reasons[0]["text"] for reasons in local.explain(batch))
-    served = mlflow.pyfunc.load_model("models:/conceptlens-filter@champion").predict(
+    served = mlflow.pyfunc.load_model("models:/conceptlens-demo-filter@champion").predict(
         rows.select(["prediction", "logits", "features", "vlm_embedding"]).to_pandas())
     assert served["verdict"].tolist() == list(local.verdicts(batch)["verdict"])
     assert {"cluster", "distance", "close_enough"} <= set(served.columns)  # the failure modes travel too

@@ -6,7 +6,7 @@ Two small runs are made next to the demo, as cheaply as the question allows:
   the sample, so comparing it with the demo must call no change significant where the intervals overlap, and
   none of its accuracies, slices or filter numbers significant at all.
 * ``repaired_head``: the classifier version `neurons` registered as repaired, on the demo world's test rows
-  (``classifier.checkpoint=models:/conceptlens-classifier@repaired``): embed, analyze, evaluate (scored against
+  (``classifier.checkpoint=models:/conceptlens-demo-classifier@repaired``): embed, analyze, evaluate (scored against
   the demo world's truth). Against the demo, its planted spurious failure must show as fixed or reduced, and the
   overall accuracy is compared on the same 3000 images by McNemar's paired test (printed for the README);
   ``models:/…@base`` against ``models:/…@repaired`` must resolve to runs of those two classifiers.
@@ -23,7 +23,7 @@ from conceptlens.report.compare_stats import overlap
 from conceptlens.world import CLASSES  # the classifier's order (a manifest given as data.source is read sorted)
 
 pytestmark = pytest.mark.slow
-REPAIRED, BASE = "models:/conceptlens-classifier@repaired", "models:/conceptlens-classifier@base"
+REPAIRED, BASE = "models:/conceptlens-demo-classifier@repaired", "models:/conceptlens-demo-classifier@base"
 
 
 def demo_models(demo_run):

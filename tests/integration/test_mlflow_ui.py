@@ -32,5 +32,5 @@ def test_the_ui_shows_the_pipeline_its_artifacts_and_the_registered_filter(ui, d
     shown = requests.get(f"{ui}/get-artifact", params={"path": "metrics.json", "run_uuid": monitor[0]}, timeout=30)
     assert shown.status_code == 200
     assert shown.json() == json.loads((demo_run / "demo" / "monitor" / "metrics.json").read_text())
-    model = requests.get(f"{api}/registered-models/get", params={"name": "conceptlens-filter"}, timeout=30).json()
+    model = requests.get(f"{api}/registered-models/get", params={"name": "conceptlens-demo-filter"}, timeout=30).json()
     assert [a["alias"] for a in model["registered_model"]["aliases"]] == ["champion"]

@@ -20,7 +20,7 @@ from conceptlens.pipeline.shards import read_rows
 from conceptlens.world import CLASSES
 
 pytestmark = pytest.mark.slow
-MODEL = "models:/conceptlens-classifier@repaired"
+MODEL = "models:/conceptlens-demo-classifier@repaired"
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,9 @@ def test_the_repair_changes_only_the_head_and_is_a_new_registered_version(output
     assert all(torch.equal(repaired[k], v) for k, v in base.items() if k.startswith("encoder."))
     assert not torch.equal(repaired["head.weight"], base["head.weight"])
     client = mlflow.MlflowClient(f"sqlite:///{demo_run / 'mlflow.db'}")
-    version = client.get_model_version_by_alias("conceptlens-classifier", "repaired")
+    version = client.get_model_version_by_alias("conceptlens-demo-classifier", "repaired")
     tags = version.tags
-    base_version = client.get_model_version("conceptlens-classifier", tags["lineage.base_model"].rsplit("/", 1)[1])
+    base_version = client.get_model_version("conceptlens-demo-classifier", tags["lineage.base_model"].rsplit("/", 1)[1])
     assert int(version.version) > int(base_version.version)
     assert base_version.tags["sha256"] == tags["lineage.base_sha256"] != tags["sha256"]
     assert json.loads(tags["lineage.neurons"]) == metrics["repair"]["neurons"]

@@ -1,7 +1,7 @@
 """`conceptlens serve`'s application over real HTTP on 127.0.0.1, against a local Ray Serve.
 
 One Ray and one Serve for the module, and one app: serve/config.yaml deployed as `serve deploy` does,
-the filter registered by the demo (models:/conceptlens-filter@champion). It answers like the
+the filter registered by the demo (models:/conceptlens-demo-filter@champion). It answers like the
 Embedder + ConceptFilter run in this process, rejects bad input with 4xx JSON and keeps serving,
 keeps /healthz from calling the model more than once per interval and shows its docs without a token;
 and changes its thresholds in place when the config's user_config changes, without a new replica.
@@ -110,7 +110,7 @@ def url(run_root):
 @pytest.fixture(scope="module")
 def served_config(url, run_root, demo_config) -> dict:
     """serve/config.yaml deployed once for the module as `serve deploy` does: the registered bundle
-    (models:/conceptlens-filter@champion), one small replica each, tight limits for the bad-input tests."""
+    (models:/conceptlens-demo-filter@champion), one small replica each, tight limits for the bad-input tests."""
     config = serve_config(url, demo_config, [f"run.root={run_root}", "run.device=cpu"])
     config["applications"][0]["args"]["serve"] |= {"max_request_bytes": 2**20, "max_image_pixels": 10**6,
                                                    "max_request_pixels": 4 * 10**6, "max_images": 8}
@@ -405,7 +405,7 @@ def deploy(config: dict) -> None:
 
 
 def test_registry_bundle_and_thresholds_without_restart(served, served_config, images):
-    """The module's app serves models:/conceptlens-filter@champion; a new user_config of its
+    """The module's app serves models:/conceptlens-demo-filter@champion; a new user_config of its
     serve/config.yaml, deployed again, changes the verdicts on the same replica."""
     model = deployment(served_config, "FilterModel")
 
@@ -422,7 +422,7 @@ def test_registry_bundle_and_thresholds_without_restart(served, served_config, i
         return [a["verdict"] for a in r.json()["predictions"]]
 
     before = model_info()
-    assert before["bundle"] == "models:/conceptlens-filter@champion"
+    assert before["bundle"] == "models:/conceptlens-demo-filter@champion"
     assert verdicts(1.0) == ["accept"] * len(images)
     assert all(v != "accept" for v in verdicts(0.0))
     assert model_info()["replica"] == before["replica"]
@@ -431,7 +431,7 @@ def test_registry_bundle_and_thresholds_without_restart(served, served_config, i
 def test_a_registered_filter_travels_with_a_copy_of_the_store(url, run_root, images, reference, demo_config,
                                                              tmp_path):
     """Copy only mlflow.db + mlartifacts of the demo's run root, take the original away, and serve
-    models:/conceptlens-filter@champion from the copy: the answers over HTTP are the in-process ones, and
+    models:/conceptlens-demo-filter@champion from the copy: the answers over HTTP are the in-process ones, and
     the replica's models are the files inside the copied store."""
     copy = tmp_path / "elsewhere"
     copy.mkdir()
@@ -454,7 +454,7 @@ def test_a_registered_filter_travels_with_a_copy_of_the_store(url, run_root, ima
             assert time.time() < deadline, "no replica serves the copied store"
             time.sleep(1)
         info = model_info()
-        assert info["bundle"] == "models:/conceptlens-filter@champion"
+        assert info["bundle"] == "models:/conceptlens-demo-filter@champion"
         assert all(str(p).startswith(str(copy / "mlartifacts")) for p in info["models"].values()), info["models"]
         body = {"images": [b64(data) for _, data in images]}
         r = requests.post(f"{url}/predict", json=body, headers=AUTH, timeout=60)

@@ -55,7 +55,7 @@ def test_hash_changes_with_content_only():
 
 def test_an_empty_value_from_the_command_line_turns_registration_off():
     assert load_config([], ["monitor.model_name="]).monitor.model_name is None
-    assert load_config([], []).monitor.model_name == "conceptlens-filter"
+    assert load_config([], []).monitor.model_name == "conceptlens-{run}-filter"
 
 
 def test_new_scenario_knobs_and_the_unplanted_flag_leave_existing_cache_keys_alone(tmp_path):

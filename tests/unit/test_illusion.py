@@ -76,7 +76,7 @@ def test_activation_maps_find_the_pre_pooling_map():
         encoder[0].bias.zero_()
         encoder[0].weight[0, 0] = 1.0
         encoder[0].weight[1, 1] = 1.0
-    clf = Classifier(encoder, nn.Linear(2, 2), mean=(0, 0, 0), std=(1, 1, 1)).eval()
+    clf = Classifier(encoder, nn.Linear(2, 2), "none").eval()
     x = torch.zeros(2, 3, 16, 16)
     x[:, 0, :, :8] = 1.0
     x[:, 1] = torch.rand(2, 16, 16)
@@ -91,7 +91,7 @@ def test_activation_maps_find_the_pre_pooling_map():
 def test_activation_maps_read_the_last_map_before_pooling():
     clf, x = tiny_cnn(), torch.rand(3, 3, SIDE, SIDE)
     with torch.no_grad():
-        last = clf.encoder[:4]((x - clf.mean) / clf.std)  # after the second ReLU, before pooling: (3, WIDTH, 8, 8)
+        last = clf.encoder[:4](clf.preprocess(x))  # after the second ReLU, before pooling: (3, WIDTH, 8, 8)
     expected = torch.nn.functional.interpolate(last[[0, 1, 2], [1, 3, 5]][:, None], size=(SIDE, SIDE),
                                                mode="bilinear", align_corners=False)[:, 0]
     low, high = expected.amin((1, 2), keepdim=True), expected.amax((1, 2), keepdim=True)
@@ -140,7 +140,7 @@ def test_a_neuron_off_on_grey_images_still_rises(tiny_vlm):
     clf = tiny_cnn()
     noisy_grey = augment(torch.full((64, 3, SIDE, SIDE), 0.5), torch.Generator().manual_seed(0))
     with torch.no_grad():
-        before_relu = clf.encoder[:3]((noisy_grey - clf.mean) / clf.std)[:, 5]
+        before_relu = clf.encoder[:3](clf.preprocess(noisy_grey))[:, 5]
         clf.encoder[2].bias[5] -= before_relu.max() + 0.6
         assert float(clf.features(noisy_grey)[:, 5].max()) == 0
     out = visualise(clf, tiny_vlm, class_index=TARGET, class_text="a star", neurons=[5], seed=0, **SETTINGS)

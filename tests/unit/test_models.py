@@ -8,6 +8,7 @@ import torchvision
 
 from conceptlens.models import ConceptBank, build_classifier, build_vlm, save_classifier, save_vlm, split_model
 from conceptlens.models import classifier as classifier_module, offline, vlm as vlm_module
+from conceptlens.models.preprocess import PRESETS
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_checkpoints_round_trip_in_both_key_styles(tmp_path, images):
         assert torch.equal(again(images), clf(images))
         from_whole = build_classifier("resnet18", num_classes=10, checkpoint=tmp_path / "tv.pt")
         assert torch.allclose(from_whole(images), whole.eval()(torchvision.transforms.functional.normalize(
-            images, classifier_module.IMAGENET_MEAN, classifier_module.IMAGENET_STD)), atol=1e-5)
+            images, *PRESETS["imagenet"])), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
         build_classifier("resnet18", num_classes=10, checkpoint=str(tmp_path / "missing.pt"))
 
@@ -159,7 +160,7 @@ def test_pretrained_tag_offline_loads_a_cached_copy(no_network, monkeypatch, tmp
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     vlm = build_vlm("conceptworld-tiny", pretrained="cached")
-    assert torch.allclose(vlm.mean.flatten(), torch.full((3,), 0.5))  # the tag's preprocessing
+    assert torch.allclose(vlm.preprocess.mean.flatten(), torch.full((3,), 0.5))  # the tag's preprocessing
     with torch.no_grad():
         assert torch.equal(vlm.encode_texts(["a red star"]), tiny_vlm.encode_texts(["a red star"]))
 

@@ -3,7 +3,8 @@
 A classifier is a torchvision architecture (with optional weights or a checkpoint) or any
 ``module:function`` factory, split at a named module: the encoder is the model with that
 module replaced by ``Identity`` (so it returns the features that fed the head), the head is
-that module. Inputs are float images in [0, 1]; normalisation lives inside the model.
+that module. Inputs are float images in [0, 1]; the preprocessing the model was trained with
+(:mod:`conceptlens.models.preprocess`, ImageNet's mean/std unless stated) lives inside the model.
 """
 from __future__ import annotations
 
@@ -18,25 +19,24 @@ import torchvision
 from torch import nn
 
 from conceptlens.models.offline import reachable
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from conceptlens.models.preprocess import DEFAULT, input_transform
 
 
 class Classifier(nn.Module):
     """An image classifier split into encoder and head. Inputs: float images in [0, 1], ``(N, 3, H, W)``.
 
-    ``state_dict()`` holds ``encoder.*`` and ``head.*`` only (mean/std are constants, not weights).
+    ``preprocess``: a spec of :mod:`conceptlens.models.preprocess` or a module mapping [0, 1] pixels to the
+    encoder's input. ``state_dict()`` holds ``encoder.*`` and ``head.*`` only (the preprocessing has no weights).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, encoder: nn.Module, head: nn.Module, preprocess: str | nn.Module = DEFAULT):
         super().__init__()
         self.encoder, self.head = encoder, head
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.preprocess = preprocess if isinstance(preprocess, nn.Module) else input_transform(preprocess)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder features ``float32 (N, D)`` of normalised ``x``, e.g. D = 512 pooled features of resnet18."""
-        return self.encoder((x - self.mean) / self.std).flatten(1)
+        """Encoder features ``float32 (N, D)`` of preprocessed ``x``, e.g. D = 512 pooled features of resnet18."""
+        return self.encoder(self.preprocess(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``float32 (N, num_classes)`` = ``head(features(x))``."""
@@ -126,21 +126,52 @@ def _as_classifier_state(state: dict[str, torch.Tensor], clf: Classifier, head: 
 
 
 def build_classifier(arch: str, *, num_classes: int, head: str = "fc", weights: str | None = None,
-                     checkpoint: str | os.PathLike | None = None) -> Classifier:
+                     checkpoint: str | os.PathLike | None = None, preprocess: str = DEFAULT) -> Classifier:
     """A :class:`Classifier` (in eval mode) from a torchvision name or ``"module:function"``, split at ``head``.
 
     ``weights``: a torchvision weights tag such as ``"IMAGENET1K_V1"``, loaded from torch hub's cache (or
     downloaded); without cache and network it fails at once. If ``num_classes`` differs from the weights'
     classes, the head's last Linear layer is replaced by a fresh one.
     ``checkpoint``: a state dict (raw, or under ``"state_dict"``/``"model"``) of the whole model or of a
-    :class:`Classifier`; it is loaded last and strictly.
+    :class:`Classifier`; it is loaded last and strictly. A checkpoint that does not fit the model is a
+    :class:`CheckpointMismatch` naming the first differing shapes and the setting that would fit.
+    ``preprocess``: what the model does to [0, 1] pixels first (:mod:`conceptlens.models.preprocess`).
     """
     state = load_state(checkpoint) if checkpoint else None  # a missing file fails before any model is built
     encoder, head_module = split_model(_make(arch, num_classes, weights), head)
-    clf = Classifier(encoder, _with_outputs(head_module, num_classes) if weights else head_module)
+    clf = Classifier(encoder, _with_outputs(head_module, num_classes) if weights else head_module, preprocess)
     if state is not None:
-        clf.load_state_dict(_as_classifier_state(state, clf, head))
+        state = _as_classifier_state(state, clf, head)
+        mismatch = _mismatch(state, clf, checkpoint, arch, num_classes)
+        if mismatch:
+            raise CheckpointMismatch(mismatch)
+        clf.load_state_dict(state)
     return clf.eval()
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint whose keys or shapes do not fit the model built from the config."""
+
+
+def _mismatch(state: dict[str, torch.Tensor], clf: Classifier, path, arch: str, num_classes: int) -> str | None:
+    """One line saying why ``state`` does not fit ``clf`` (None when it fits): the class count when the head's
+    output size differs, else the first differing shapes, else the first missing and unexpected keys."""
+    own = clf.state_dict()
+    shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    outputs = [theirs[0] for k, theirs, ours in shapes if k.startswith("head.") and ours[:1] == (num_classes,)]
+    if outputs:
+        return (f"classifier.checkpoint {path} has {outputs[0]} classes, the config {num_classes} "
+                f"(classifier.num_classes): set classifier.num_classes={outputs[0]} (and data.classes to match)")
+    if shapes:
+        listed = "; ".join(f"{k} {list(a)} in the checkpoint, {list(b)} in {arch}" for k, a, b in shapes[:3])
+        return f"classifier.checkpoint {path} does not fit classifier.arch={arch}: {listed}"
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    if missing or unexpected:
+        return (f"classifier.checkpoint {path} does not fit classifier.arch={arch} split at classifier.head: "
+                f"missing {missing[:3]}{' …' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                f"{' …' if len(unexpected) > 3 else ''} ({len(missing)} missing, {len(unexpected)} unexpected)")
+    return None
 
 
 def save_classifier(clf: Classifier, path: str | os.PathLike) -> None:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from conceptlens.models.classifier import build_classifier
+from conceptlens.models.preprocess import DEFAULT
 from conceptlens.models.vlm import build_vlm
 from conceptlens.models.device import resolve_device
 
@@ -75,24 +76,31 @@ class ModelSpec:
     vlm_pretrained: Optional[str]
     vlm_model_config: Optional[str] = None
     classifier_weights: Optional[str] = None
+    classifier_preprocess: str = DEFAULT  # conceptlens.models.preprocess specs
+    vlm_preprocess: Optional[str] = None  # None = the mean/std of open_clip's config
 
     def fingerprint(self) -> dict[str, str]:
         """``{"classifier": h, "vlm": h}``: short hashes of what each model is (architecture, split, weights by
-        content), the same wherever the files lie, different as soon as a weight changes."""
+        content, a preprocessing other than the default), the same wherever the files lie, different as soon as
+        a weight changes."""
         clf = [self.classifier_arch, self.classifier_head, self.num_classes, self.classifier_weights,
                _identity(self.classifier_checkpoint)]
         vlm = [self.vlm_arch, _identity(self.vlm_pretrained), _identity(self.vlm_model_config)]
+        clf += [self.classifier_preprocess] if self.classifier_preprocess != DEFAULT else []
+        vlm += [self.vlm_preprocess] if self.vlm_preprocess else []
         return {name: hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
                 for name, parts in (("classifier", clf), ("vlm", vlm))}
 
     def classifier(self):
         """The classifier this spec names, built (and its checkpoint loaded) on the CPU."""
         return build_classifier(self.classifier_arch, num_classes=self.num_classes, head=self.classifier_head,
-                                weights=self.classifier_weights, checkpoint=self.classifier_checkpoint)
+                                weights=self.classifier_weights, checkpoint=self.classifier_checkpoint,
+                                preprocess=self.classifier_preprocess)
 
     def vlm(self):
         """The VLM this spec names, built on the CPU."""
-        return build_vlm(self.vlm_arch, pretrained=self.vlm_pretrained, model_config=self.vlm_model_config)
+        return build_vlm(self.vlm_arch, pretrained=self.vlm_pretrained, model_config=self.vlm_model_config,
+                         preprocess=self.vlm_preprocess)
 
 
 class Embedder:

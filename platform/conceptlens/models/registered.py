@@ -12,6 +12,7 @@ import torch
 
 from conceptlens.models.classifier import Classifier, build_classifier, save_classifier
 from conceptlens.models.embedding import decode_image
+from conceptlens.models.preprocess import DEFAULT
 
 WEIGHTS, CARD = "classifier.pt", "classifier.json"
 
@@ -41,7 +42,8 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
         weights = classifier_weights(context.artifacts["bundle"])
         self.card = json.loads((weights.parent / CARD).read_text())
         self.model = build_classifier(self.card["arch"], num_classes=self.card["num_classes"],
-                                      head=self.card["head"], checkpoint=weights)
+                                      head=self.card["head"], checkpoint=weights,
+                                      preprocess=self.card.get("preprocess") or DEFAULT)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         images = [decode_image(p, self.card["image_size"]) for p in model_input["path"]]

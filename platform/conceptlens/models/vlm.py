@@ -6,6 +6,8 @@ registered on import.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conceptlens.models.offline import hub_offline, reachable
+from conceptlens.models.preprocess import Standardize, input_transform
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 HUB_HOST = "huggingface.co"
@@ -27,14 +30,13 @@ class VLM(nn.Module):
     """An open_clip model with image and text embedding. Images: float in [0, 1], ``(N, 3, H, W)``, any size.
 
     ``model``: the open_clip model; ``tokenizer``: its tokenizer (``list[str]`` -> ``int64 (N, L)``);
-    ``image_size``: the side images are resized to; ``mean``/``std``: ``(1, 3, 1, 1)`` normalisation.
+    ``image_size``: the side images are resized to; ``preprocess``: the module mapping [0, 1] pixels to the vision
+    tower's input (:mod:`conceptlens.models.preprocess`).
     """
 
-    def __init__(self, model: nn.Module, tokenizer, image_size: int, mean, std):
+    def __init__(self, model: nn.Module, tokenizer, image_size: int, preprocess: nn.Module):
         super().__init__()
-        self.model, self.tokenizer, self.image_size = model, tokenizer, image_size
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.model, self.tokenizer, self.image_size, self.preprocess = model, tokenizer, image_size, preprocess
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The pixels the vision tower expects: ``x`` resized (bilinear, antialiased) to
@@ -42,7 +44,7 @@ class VLM(nn.Module):
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
                               align_corners=False)
-        return (x - self.mean) / self.std
+        return self.preprocess(x)
 
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings ``float32 (N, E)`` of float images ``(N, 3, H, W)`` in [0, 1]."""
@@ -50,7 +52,7 @@ class VLM(nn.Module):
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings ``float32 (N, E)``; tokens go to the model's device."""
-        tokens = self.tokenizer(list(texts)).to(self.mean.device)
+        tokens = self.tokenizer(list(texts)).to(next(self.model.parameters()).device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
@@ -89,13 +91,31 @@ def _create_pretrained(arch: str, tag: str) -> nn.Module:
                            f"pass vlm.pretrained=/path/to/checkpoint.pt (a local open_clip state dict)") from err
 
 
+class _DropRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init(active: bool):
+    """Without open_clip's "Model initialized randomly" warning while ``active`` (a checkpoint loads next)."""
+    drop = _DropRandomInit()
+    if active:
+        logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
+
+
 def build_vlm(arch: str, *, pretrained: str | os.PathLike | None = None,
-              model_config: str | os.PathLike | None = None) -> VLM:
+              model_config: str | os.PathLike | None = None, preprocess: str | None = None) -> VLM:
     """An open_clip model (in eval mode) by architecture name.
 
     ``pretrained``: a checkpoint file (an open_clip state dict, raw or under ``"state_dict"``, e.g. from
     :func:`save_vlm`) or an open_clip pretrained tag such as ``"openai"``; None: random init.
     ``model_config``: a custom open_clip config (JSON) to register; its file stem is then the architecture.
+    ``preprocess``: a spec of :mod:`conceptlens.models.preprocess`; None = the mean/std of open_clip's config.
     """
     if model_config:
         arch = register_model_config(model_config)
@@ -107,12 +127,17 @@ def build_vlm(arch: str, *, pretrained: str | os.PathLike | None = None,
                                           or Path(pretrained).suffix in CHECKPOINT_SUFFIXES)
     if is_file and not Path(pretrained).is_file():
         raise FileNotFoundError(f"VLM checkpoint {pretrained} does not exist")
-    model = _create_pretrained(arch, pretrained) if pretrained and not is_file else open_clip.create_model(arch)
+    if pretrained and not is_file:
+        model = _create_pretrained(arch, pretrained)
+    else:
+        with _quiet_random_init(is_file):  # open_clip warns "initialized randomly" before the checkpoint loads
+            model = open_clip.create_model(arch)
     if is_file:
         _load_checkpoint(model, pretrained)
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]  # not a truth column: open_clip's config
-    return VLM(model, open_clip.get_tokenizer(arch), size, cfg["mean"], cfg["std"]).eval()
+    transform = input_transform(preprocess) if preprocess else Standardize(cfg["mean"], cfg["std"])
+    return VLM(model, open_clip.get_tokenizer(arch), size, transform).eval()
 
 
 def save_vlm(vlm: VLM, path: str | os.PathLike) -> None:

@@ -4,6 +4,7 @@ A source is a manifest (Parquet or CSV with ``path`` and ``label``, optional ``i
 ``split`` and any other columns, which pass through) or an image folder with one
 sub-folder per class. Relative paths in a manifest are relative to the manifest's folder.
 
+Files of an image folder that are not images (by suffix) are left out and named (:func:`skipped_files`).
 Ids: a manifest's ``id`` column, else the row number; in an image folder, the image's path
 relative to the folder (``cat/0001.png``), so ids stay put when images are added.
 Splits: a manifest's ``split`` column where it has a value; every other row gets a held-out
@@ -21,6 +22,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 CLASSES_KEY = "conceptlens.classes"  # schema metadata: the class order behind label_index
+SKIPPED_KEY = "conceptlens.skipped"  # schema metadata: files of an image folder that are not images, left out
 COLUMNS = ("id", "path", "split", "label", "label_index")  # what read_dataset makes of every source, first
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -39,11 +41,13 @@ def hash_split(ids: Sequence[str], calib_share: float = 0.5) -> list[str]:
 
 
 def _image_folder(root: Path) -> pa.Table:
+    files = [p for p in sorted(root.glob("*/*")) if p.is_file()]
     rows = [{"id": p.relative_to(root).as_posix(), "path": str(p.resolve()), "label": p.parent.name}
-            for p in sorted(root.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+            for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not rows:
         raise ValueError(f"image folder {root} has no images in class sub-folders (<root>/<class>/<image>)")
-    return pa.Table.from_pylist(rows)
+    skipped = [p.relative_to(root).as_posix() for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    return pa.Table.from_pylist(rows).replace_schema_metadata({SKIPPED_KEY: json.dumps(skipped)})
 
 
 def _manifest(path: Path) -> pa.Table:
@@ -93,6 +97,7 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None, ca
     if not source.exists():
         raise FileNotFoundError(f"dataset source {source} does not exist")
     table = _image_folder(source) if source.is_dir() else _manifest(source)
+    skipped = (table.schema.metadata or {}).get(SKIPPED_KEY.encode(), b"[]").decode()
     labels = [str(v) for v in table.column("label").to_pylist()]
     classes = list(classes) if classes else (_stated_order(table, labels) or sorted(set(labels)))
     unknown = sorted(set(labels) - set(classes))
@@ -113,7 +118,12 @@ def read_dataset(source: str | Path, *, classes: Sequence[str] | None = None, ca
         else:
             table = table.append_column(name, values)
     table = table.select(list(COLUMNS) + [c for c in table.column_names if c not in COLUMNS])
-    return table.replace_schema_metadata({CLASSES_KEY: json.dumps(classes)})
+    return table.replace_schema_metadata({CLASSES_KEY: json.dumps(classes), SKIPPED_KEY: skipped})
+
+
+def skipped_files(table: pa.Table) -> list[str]:
+    """The files of an image folder :func:`read_dataset` left out because they are not images (by suffix)."""
+    return json.loads((table.schema.metadata or {}).get(SKIPPED_KEY.encode(), b"[]"))
 
 
 def classes_of(table: pa.Table) -> list[str]:

@@ -7,6 +7,7 @@ relative path under the ``mlartifacts`` folder beside the database in use.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -14,6 +15,18 @@ import mlflow
 
 from conceptlens.pipeline.runs import REGISTRY_SCHEMES
 from conceptlens.pipeline.tracking import artifact_folder, sqlite_file
+
+
+def model_name(template: str, run: str) -> str:
+    """A registered model's name from its config template: ``{run}`` becomes the run's name, so that one run's
+    registrations never move another run's aliases (``conceptlens-{run}-filter`` -> ``conceptlens-demo-filter``)."""
+    try:
+        name = template.format(run=run)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"registered model name {template!r}: only {{run}} may be filled in ({err})") from None
+    if not re.fullmatch(r"[\w.\-]+", name):
+        raise ValueError(f"registered model name {name!r} (from {template!r}): use letters, digits, '.', '-', '_'")
+    return name
 
 
 def is_registry_uri(uri: str) -> bool:

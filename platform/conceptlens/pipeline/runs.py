@@ -12,12 +12,14 @@ from typing import Any, Callable, Sequence
 
 from conceptlens.config import Config, RunConfig
 from conceptlens.models.embedding import ModelSpec
+from conceptlens.models.preprocess import DEFAULT
 
 REGISTRY_SCHEMES = ("models:/", "runs:/")  # registered models (pipeline.registry reads them)
 
 EMBED_RECORD = "inputs.json"  # in the embed folder: the models and data the embeddings were made from
 RECORDED_KEYS = ("classifier.arch", "classifier.weights", "classifier.checkpoint", "classifier.head",
-                 "classifier.num_classes", "vlm.arch", "vlm.pretrained", "vlm.model_config",
+                 "classifier.num_classes", "classifier.preprocess", "vlm.arch", "vlm.pretrained", "vlm.model_config",
+                 "vlm.preprocess",
                  "data.source", "data.image_size", "data.classes", "data.splits", "data.calib_share")
 SPLIT_RULE = ("rows without a split: sha256(id) -> u in [0, 1) from its first 8 bytes; "
               "u < data.calib_share ({share:g}) -> calib, else test")
@@ -35,19 +37,22 @@ def world_dir(cfg: Config) -> Path:
 
 def model_spec(cfg: Config) -> ModelSpec:
     """The models of a run: from config, else the ones `conceptlens world` trained for this run. A classifier
-    checkpoint may be a registered version (``models:/conceptlens-classifier@repaired``): its weights file."""
-    classifier, vlm = cfg.classifier.checkpoint, cfg.vlm.pretrained
+    checkpoint may be a registered version (``models:/conceptlens-demo-classifier@repaired``): its weights file, and
+    the preprocessing its card states unless ``classifier.preprocess`` says otherwise."""
+    classifier, vlm, preprocess = cfg.classifier.checkpoint, cfg.vlm.pretrained, cfg.classifier.preprocess
     if classifier and classifier.startswith(REGISTRY_SCHEMES):
         classifier = registered_classifier(cfg, classifier)
+        card = json.loads((Path(classifier).parent / "classifier.json").read_text())
+        preprocess = card.get("preprocess") or preprocess if preprocess == DEFAULT else preprocess
     models = world_dir(cfg) / "models.json"
     if (classifier is None or vlm is None) and models.is_file():
         trained = json.loads(models.read_text())
         classifier, vlm = classifier or trained["classifier"], vlm or trained["vlm"]
-    if classifier is None and cfg.classifier.weights is None:
+    if classifier is None and cfg.classifier.weights is None and ":" not in cfg.classifier.arch:  # a factory may load its own
         raise ValueError(f"no classifier: set classifier.checkpoint (or classifier.weights), "
                          f"or run `conceptlens world` for run '{cfg.run.name}' first")
     return ModelSpec(cfg.classifier.arch, classifier, cfg.classifier.head, cfg.classifier.num_classes,
-                     cfg.vlm.arch, vlm, cfg.vlm.model_config, cfg.classifier.weights)
+                     cfg.vlm.arch, vlm, cfg.vlm.model_config, cfg.classifier.weights, preprocess, cfg.vlm.preprocess)
 
 
 def registered_classifier(cfg: Config, uri: str) -> str:

@@ -1,6 +1,6 @@
 """The statistics the wings share, each written once and taken from statsmodels where it has it: Wilson score
 intervals of proportions, Benjamini–Hochberg q-values, McNemar on paired accuracies and DeLong on (paired) AUROCs
-(statsmodels has no DeLong: written here, checked against the Mann–Whitney AUROC)."""
+(statsmodels has no DeLong: written here, checked against the Mann–Whitney AUROC), and accuracy as skill over chance."""
 from __future__ import annotations
 
 import numpy as np
@@ -103,3 +103,9 @@ def delong(labels, score_a, score_b=None, confidence: float = 0.95) -> dict:
     p = float(2 * norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
     return {"test": "delong", "a": float(aucs[0]), "b": float(aucs[1]), "difference": diff, "se": float(se),
             "low": diff - z * se, "high": diff + z * se, "p": p}
+
+
+def skill(accuracy: float, classes: int) -> float:
+    """Accuracy rescaled so that chance (``1/classes``) is 0 and perfect is 1: ``(acc − 1/K) / (1 − 1/K)``."""
+    chance = 1.0 / classes
+    return (accuracy - chance) / (1.0 - chance)

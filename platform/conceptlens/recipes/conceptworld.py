@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from conceptlens.config import Config, config_hash, world_key
+from conceptlens.config import Config, config_hash, model_key, world_key
 from conceptlens.models import build_classifier, build_vlm, save_classifier, save_vlm
 from conceptlens.pipeline.runs import Progress
 from conceptlens.recipes.data import load_images
@@ -82,7 +82,7 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
     ``head_fault`` scenarios (cached)."""
     if cfg.classifier.checkpoint:
         return Path(cfg.classifier.checkpoint)
-    key = config_hash(world_key(cfg.world), WORLD_VERSION, RECIPE_VERSION, cfg.classifier)
+    key = config_hash(world_key(cfg.world), WORLD_VERSION, RECIPE_VERSION, model_key(cfg.classifier))
     path = Path(cfg.run.cache_dir) / "models" / f"classifier-{key}.pt"
 
     def train(tmp: Path) -> dict:
@@ -90,7 +90,8 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
         images = load_images(data["paths"])
         torch.manual_seed(model_seed(cfg))  # the initial weights too: the same config trains the same model
         clf = build_classifier(cfg.classifier.arch, num_classes=cfg.classifier.num_classes,
-                               head=cfg.classifier.head, weights=cfg.classifier.weights)
+                               head=cfg.classifier.head, weights=cfg.classifier.weights,
+                               preprocess=cfg.classifier.preprocess)
         log(f"classifier: training {cfg.classifier.arch} on {len(data['labels'])} images ({device})")
         info = train_classifier(clf, images, torch.as_tensor(data["labels"]), cfg.classifier.train,
                                 device=device, seed=model_seed(cfg), log=log)
@@ -114,13 +115,13 @@ def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print)
     vlm_split = {"seed": cfg.world.seed, "image_size": cfg.world.image_size, "size": cfg.world.splits.get("vlm", 0)}  # not a truth column: a cache key
     if cfg.world.model_seed is not None:
         vlm_split["model_seed"] = cfg.world.model_seed
-    path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, RECIPE_VERSION, cfg.vlm)}.pt"
+    path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, RECIPE_VERSION, model_key(cfg.vlm))}.pt"
 
     def train(tmp: Path) -> dict:
         data = split_arrays(world, "vlm")
         images = load_images(data["paths"])
         torch.manual_seed(model_seed(cfg))
-        vlm = build_vlm(cfg.vlm.arch, model_config=cfg.vlm.model_config)
+        vlm = build_vlm(cfg.vlm.arch, model_config=cfg.vlm.model_config, preprocess=cfg.vlm.preprocess)
         log(f"tiny CLIP: training {cfg.vlm.arch} on {len(data['labels'])} captioned images ({device})")
         info = train_clip(vlm, images, data["labels"], data["attributes"], cfg.vlm,
                           device=device, seed=model_seed(cfg), log=log)

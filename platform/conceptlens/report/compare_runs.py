@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conceptlens.models.embedding import ModelSpec
+from conceptlens.models.preprocess import DEFAULT
 from conceptlens.models.registered import CARD, classifier_weights
 from conceptlens.pipeline.registry import download, rebased
 from conceptlens.pipeline.runs import log
@@ -117,7 +118,8 @@ def classifier_fingerprints(folder: Path, version) -> tuple[set[str], dict]:
     card = json.loads((weights.parent / CARD).read_text())
 
     def fingerprint(checkpoint: str) -> str:
-        return ModelSpec(card["arch"], checkpoint, card["head"], int(card["num_classes"]), "", None).fingerprint()[
+        return ModelSpec(card["arch"], checkpoint, card["head"], int(card["num_classes"]), "", None,
+                         classifier_preprocess=card.get("preprocess") or DEFAULT).fingerprint()[
             "classifier"]
 
     found = {fingerprint(str(weights))}

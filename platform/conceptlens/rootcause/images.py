@@ -32,7 +32,8 @@ from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
 from conceptlens.models import VLM, Classifier, ModelSpec, resolve_device, split_model
-from conceptlens.models.classifier import IMAGENET_MEAN, IMAGENET_STD, load_state
+from conceptlens.models.classifier import load_state
+from conceptlens.models.preprocess import PRESETS, Standardize
 from conceptlens.recipes.train_autoencoder import load_autoencoder
 
 IMAGE_EXTRACTORS = ("backbone", "autoencoder", "relevance")
@@ -136,14 +137,14 @@ class TorchvisionBackbone(nn.Module):
         if Path(weights).is_file() or Path(weights).suffix in STATE_DICT_SUFFIXES:
             model = torchvision.models.get_model(arch, weights=None)
             _load_file(model, weights, _final_linear(model))
-            self.side, mean, std = TORCHVISION_SIDE, IMAGENET_MEAN, IMAGENET_STD
+            self.side, (mean, std) = TORCHVISION_SIDE, PRESETS["imagenet"]
         else:
             tv_weights = _hub_weights(arch, weights)
             model = torchvision.models.get_model(arch, weights=tv_weights)
             preprocess = tv_weights.transforms()
             self.side, mean, std = preprocess.crop_size[0], preprocess.mean, preprocess.std
         encoder, _ = split_model(model, _final_linear(model))
-        self.model = Classifier(encoder, nn.Identity(), mean, std).eval()
+        self.model = Classifier(encoder, nn.Identity(), Standardize(mean, std)).eval()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from conceptlens.models.embedding import ModelSpec
+from conceptlens.models.preprocess import DEFAULT
 from conceptlens.models.vlm import CONFIG_DIR
 from conceptlens.runtime.filter import ConceptFilter
 
@@ -49,9 +50,11 @@ def save_bundle(filt: ConceptFilter, folder: str | Path, spec: ModelSpec, *, ima
         "run": run, "image_size": int(image_size),
         "classifier": {"arch": spec.classifier_arch, "weights": spec.classifier_weights, "head": spec.classifier_head,
                        "num_classes": spec.num_classes, "hash": fingerprint["classifier"],
+                       "preprocess": spec.classifier_preprocess,
                        "checkpoint": _carry(spec.classifier_checkpoint, folder,
                                             f"classifier{Path(spec.classifier_checkpoint or '').suffix}")},
         "vlm": {"arch": Path(config).stem if config else spec.vlm_arch, "hash": fingerprint["vlm"],
+                "preprocess": spec.vlm_preprocess,
                 "pretrained": _carry(spec.vlm_pretrained, folder, f"vlm{Path(spec.vlm_pretrained or '').suffix}"),
                 # open_clip names a custom architecture after its config file
                 "model_config": _carry(config, folder, Path(config).name) if config else None},
@@ -79,5 +82,5 @@ def bundle_models(folder: str | Path) -> tuple[ModelSpec, int]:
 
     spec = ModelSpec(clf["arch"], local(clf.get("checkpoint"), False), clf["head"], clf["num_classes"],
                      vlm["arch"], local(vlm.get("pretrained"), True), local(vlm.get("model_config"), False),
-                     clf.get("weights"))
+                     clf.get("weights"), clf.get("preprocess") or DEFAULT, vlm.get("preprocess"))
     return spec, int(meta["image_size"])

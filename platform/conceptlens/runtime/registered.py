@@ -30,7 +30,7 @@ class FilterPyfunc(mlflow.pyfunc.PythonModel):
 
 def fetch_bundle(uri: str, tracking_uri: str | None = None) -> Path:
     """The bundle folder (with ``filter.json``): ``uri`` itself, or the files of a registered model such as
-    ``models:/conceptlens-filter@champion`` in the store ``tracking_uri`` (default: MLflow's current one),
+    ``models:/conceptlens-demo-filter@champion`` in the store ``tracking_uri`` (default: MLflow's current one),
     read in place for a local store, also one copied elsewhere, downloaded from a server."""
     if not is_registry_uri(uri):
         return Path(uri)

@@ -25,11 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def zero_shot_skill(accuracy: float, classes: int) -> float:
-    """Zero-shot accuracy rescaled so that chance (``1/classes``) is 0 and perfect is 1."""
-    chance = 1.0 / classes
-    return (accuracy - chance) / (1.0 - chance)
+from conceptlens.pipeline.stats import skill as zero_shot_skill
 
 
 class AbsenceCorrelation:
