@@ -37,6 +37,7 @@ from conceptlens.evaluation.neurons import neurons_section
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.runtime import filter_section
 from conceptlens.evaluation.sentences import explain_section
+from conceptlens.evaluation.trust_check import trust_check_section
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.runs import command_dir, log, run_inputs, write_metrics
@@ -73,6 +74,17 @@ def semantic(cfg: Config, truth: WorldTruth, analysis: Path, planted: list, out:
         table = risk_ratio_rows(pq.read_table(analysis / f"heatmaps_{source}.parquet"))
         section[source] = semantic_scores(table, heatmap, classes, truth.concepts, planted)
     return section
+
+
+def trust_check(cfg: Config, truth: WorldTruth, analysis: Path) -> dict:
+    """The per-concept trust check against the truth on the analysed rows (:mod:`~conceptlens.evaluation.trust_check`)."""
+    scores = pq.read_table(analysis / "scores.parquet", columns=["id", "split", "vlm_scores"])
+    scores = scores.filter(pc.is_in(scores["split"], pa.array(list(cfg.analyze.splits))))
+    vlm = np.stack(scores["vlm_scores"].to_numpy(zero_copy_only=False))
+    flagged = json.loads((analysis / "summary.json").read_text()).get("trust", {}).get("unreliable_concepts", [])
+    return trust_check_section(vlm, json.loads((analysis / "concepts.json").read_text())["concepts"],
+                               truth.present_of(scores["id"].to_numpy(zero_copy_only=False)), truth.concepts,
+                               list(flagged))
 
 
 def unscorable_concepts(analysis: Path, truth: WorldTruth) -> str | None:
@@ -135,6 +147,7 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
         else:
             card["semantic"] = semantic(cfg, truth, analysis, planted, out) | {"skipped": skipped}
         card["localisation"] = localisation(cfg, truth, analysis, planted) | {"skipped": skipped}
+        card["trust_check"] = trust_check(cfg, truth, analysis)
     else:
         for name in ("semantic", "localisation"):
             card["absent"][name] = f"no `analyze` outputs in {analysis} (run `conceptlens analyze`)"
@@ -210,6 +223,8 @@ def run(cfg: Config) -> dict:
         logged = card | ({"rootcause": {k: v for k, v in card["rootcause"].items() if k != "pipelines"}
                           | {"chosen_scores": card["rootcause"]["pipelines"][card["rootcause"]["chosen"]]}}
                          if "rootcause" in card else {})  # one pipeline's scores: the others are in scorecard.json
+        if "trust_check" in card:  # its per-concept lines (names with '=') stay in scorecard.json
+            logged["trust_check"] = {k: card["trust_check"][k] for k in ("precision", "recall")}
         log_results(logged, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet",
                     out / FILTER_SCORES)
     return card

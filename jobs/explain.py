@@ -39,6 +39,7 @@ from conceptlens.pipeline.runs import Progress, command_dir, embeddings_table, l
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.report.figures import plot_curves, plot_montage
+from conceptlens.semantic import read_trust
 
 CLUSTER_SOURCES = ("rootcause", "kmeans")
 EASY_SETS = ("classes", "all")
@@ -166,10 +167,24 @@ def explain(cfg: Config) -> dict:
         f"{int(data.pick.sum())} rows pick, {int((~data.pick).sum())} validate")
     progress = Progress("explain: clusters", total=n_clusters, unit="clusters")
     described = describe_clusters(data, bank, near_easy, settings_of(cfg, depth), progress=progress.update)
+    fallback = {d.cluster: d.contrast_missing for d in described if d.contrast_missing}
+    if fallback:
+        log(f"explain: {len(fallback)} cluster(s) hold a class without a correctly classified row "
+            f"({', '.join(sorted({c for m in fallback.values() for c in m}))}): contrasted with every correct row "
+            f"instead (as explain.easy=all)")
     retrieval = validation_rows(data, bank, ex.retrieve_share)
     reference = reference_set(retrieval, ex.beta)
     table = sentence_table(cfg, bank, described, retrieval, data)
-    summary = {"source": source, "sentences": len(bank), "failures": int(data.wrong.sum()),
+    trust = read_trust(Path(cfg.run.root) / cfg.run.name / "analyze")
+    withheld = None
+    if trust is not None and not trust.sees_classes:  # the sentences are read by the VLM: none is a finding
+        withheld = (f"the VLM does not recognise these classes (analyze's trust check: zero-shot accuracy "
+                    f"{trust.zero_shot:.2f}, chance {1 / trust.classes:.2f}), so no sentence it reads is shown as a "
+                    f"failure mode; a VLM that knows the domain: vlm.arch, vlm.pretrained")
+        log(f"explain: {withheld}")
+        table = table.set_column(table.schema.get_field_index("shown"), "shown",
+                                 pa.array([False] * table.num_rows))
+    summary = {"source": source, "withheld": withheld, "sentences": len(bank), "failures": int(data.wrong.sum()),
                "pick_rows": int(data.pick.sum()), "validate_rows": int((~data.pick).sum()), "method": ex.method,
                "clusters": cluster_summaries(described, data, np.array(classes, object)[rows["prediction"]], table),
                "metrics": method_metrics(described, reference, universe(bank, described), ex.sweep_k),
@@ -240,6 +255,7 @@ def cluster_summaries(described: list, data: Rows, predicted: np.ndarray, table:
         members = data.cluster == d.cluster
         pairs = Counter(zip(data.classes[members].tolist(), predicted[members].tolist())).most_common(3)
         out.append({"cluster": d.cluster, "failures": int(members.sum()), "pick_rows": d.rows,
+                    "contrasted_with_all": d.contrast_missing,
                     "pairs": [{"true": t, "predicted": p, "rows": n} for (t, p), n in pairs],
                     "sentences": [{k: s[k] for k in ("sentence", "score", "error_rate", "low", "high",
                                                      "rest_error_rate", "q")}
@@ -263,7 +279,9 @@ def report(summary: dict) -> str:
     for c in summary["clusters"]:
         pairs = ", ".join(f"{p['true']}->{p['predicted']} {p['rows']}" for p in c["pairs"])
         lines.append(f"  cluster {c['cluster']} ({c['failures']} failures: {pairs}):")
-        if not c["sentences"]:
+        if summary.get("withheld"):
+            lines.append("    sentences withheld: the VLM is not trusted on these classes")
+        elif not c["sentences"]:
             lines.append("    no sentence validated: this cluster's failure mode is not in the bank's words")
         for s in c["sentences"][:3]:
             lines.append(f"    \"{s['sentence']}\": {s['error_rate']:.0%} wrong [{s['low']:.0%}, {s['high']:.0%}] vs "
@@ -274,6 +292,8 @@ def report(summary: dict) -> str:
         values = v[f"k{k}"]
         lines.append(f"  {m:<8}" + "  ".join(f"{name.upper()} {'-' if x is None else f'{x:.2f}'}"
                                               for name, x in values.items()))
+    if summary.get("withheld"):
+        lines.insert(1, f"warning: {summary['withheld']}")
     return "\n".join(lines)
 
 

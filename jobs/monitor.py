@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conceptlens.semantic.aligner import Aligner
+from conceptlens.semantic import Aligner, read_trust
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.runtime.detectors import BASELINES, KNN, Detector, Stacked, detection_metrics, threshold_at_fpr
@@ -59,8 +59,8 @@ def load_filter(analysis: Path, concepts_from: str = "vlm") -> ConceptFilter:
     text = np.load(analysis / "concepts.npz")
     info = json.loads((analysis / "concepts.json").read_text())
     concepts = list(info["concepts"])
-    trust = json.loads((analysis / "summary.json").read_text()).get("trust", {})
-    unreliable = list(trust.get("unreliable_concepts", [])) if trust.get("sees_classes", True) else concepts
+    trust = read_trust(analysis)
+    unreliable = [c for c in concepts if not trust.reliable(c)] if trust else []
     if unreliable:
         log(f"monitor: the analysis' trust check did not back {len(unreliable)} of {len(concepts)} concepts; the "
             f"filter's explanations leave them out ({', '.join(unreliable[:5])}{' …' if len(unreliable) > 5 else ''})")

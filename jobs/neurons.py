@@ -47,6 +47,7 @@ from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, 
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
 from conceptlens.report.figures import plot_neuron_grid
+from conceptlens.semantic import read_trust
 
 
 def check_settings(cfg: Config, classes: list[str]) -> None:
@@ -106,12 +107,22 @@ def concept_scores(cfg: Config, embeddings: np.ndarray) -> tuple[list[str], np.n
 
 
 def neuron_table(cfg: Config, votes, rows: dict, held: np.ndarray, classes: list[str]) -> pa.Table:
-    """One row per voted (class, neuron, direction) with its top concepts on the held-out rows."""
+    """One row per voted (class, neuron, direction) with its top concepts on the held-out rows; only concepts
+    analyze's trust check backs (none when the VLM does not recognise the classes) name a neuron."""
     names, scores = concept_scores(cfg, rows["vlm_embedding"][held])
+    trust = read_trust(Path(cfg.run.root) / cfg.run.name / "analyze")
+    backed = [j for j, c in enumerate(names) if trust is None or trust.reliable(c)]
+    if len(backed) < len(names):
+        log(f"neurons: {len(names) - len(backed)} of {len(names)} concepts are not backed by analyze's trust check "
+            f"and name no neuron{'' if backed else ': the VLM does not recognise these classes'}")
     voted = np.unique(votes.neuron)
-    found = correlate(rows["features"][held][:, voted], scores, rows["label_index"][held])
-    position = {n: i for i, n in enumerate(voted)}
-    tops = [found.top(position[n], names, cfg.neurons.top_concepts, cfg.neurons.alpha) for n in votes.neuron]
+    if backed:
+        found = correlate(rows["features"][held][:, voted], scores[:, backed], rows["label_index"][held])
+        position = {n: i for i, n in enumerate(voted)}
+        tops = [found.top(position[n], [names[j] for j in backed], cfg.neurons.top_concepts, cfg.neurons.alpha)
+                for n in votes.neuron]
+    else:
+        tops = [[] for _ in votes.neuron]
     return pa.table({
         "class": [classes[c] for c in votes.target], "class_index": votes.target, "neuron": votes.neuron,
         "direction": votes.direction.tolist(), "votes": votes.votes, "share": votes.share,

@@ -38,10 +38,11 @@ from conceptlens.report.figures import plot_montage
 from conceptlens.rootcause import (DIRECTIONS, IMAGE_EXTRACTORS, NOISE, TABLE_EXTRACTORS, Card, ImageFeatureSet, Pipeline,
                                    add_concepts, build_cards, choose, concept_scores, describe, direction_features, grid,
                                    points, run_grid, with_labels)
-from conceptlens.semantic import presence
+from conceptlens.semantic import presence, read_trust
 
 MIN_FAILURES = 8
 SHOWN = 8  # pipelines printed, best internal index first (all of them in pipelines.parquet)
+VLM_EXTRACTORS = ("vlm", "concepts", "directions")  # features read in the VLM's embedding space
 
 
 def failure_sets(cfg: Config, clean: dict) -> dict[str, dict]:
@@ -64,13 +65,23 @@ def failure_sets(cfg: Config, clean: dict) -> dict[str, dict]:
 
 
 def concept_analysis(cfg: Config) -> dict | None:
-    """``analyze``'s concept embeddings, statistics and names, or None when it has not run."""
+    """``analyze``'s concept embeddings, statistics and names and its trust check, or None when it has not run."""
     folder = Path(cfg.run.root) / cfg.run.name / "analyze"
     if not (folder / "concepts.npz").is_file():
         return None
     text = np.load(folder / "concepts.npz")
     names = list(json.loads((folder / "concepts.json").read_text())["concepts"])
-    return {"concepts": text["concepts"], "mean": text["vlm_mean"], "std": text["vlm_std"], "names": names}
+    return {"concepts": text["concepts"], "mean": text["vlm_mean"], "std": text["vlm_std"], "names": names,
+            "trust": read_trust(folder)}
+
+
+def untrusted_extractors(cfg: Config, concepts: dict | None) -> set[str]:
+    """The extractors whose features rest on the VLM, when analyze's trust check found it does not recognise the
+    classes: their pipelines run (and are reported, marked) but are never chosen."""
+    trust = concepts["trust"] if concepts else None
+    if trust is None or trust.sees_classes:
+        return set()
+    return set(VLM_EXTRACTORS) | ({"backbone"} if cfg.rootcause.backbone == "vlm" else set())
 
 
 def check_settings(cfg: Config) -> list[Pipeline]:
@@ -148,7 +159,11 @@ def study(cfg: Config, name: str, rows: dict, all_rows: dict, concepts: dict | N
         results = run_grid(features, pipelines, components=cfg_rc.components, fit_rows=cfg_rc.fit_rows,
                            max_clusters=cfg_rc.max_clusters, seed=cfg_rc.seed, num_cpus=cfg_rc.num_cpus,
                            progress=lambda result, done, total: progress.update(1))
-    chosen = choose(results, cfg_rc.pipeline)
+    avoid = untrusted_extractors(cfg, concepts)
+    if avoid:
+        log(f"rootcause: {name}: the VLM does not recognise these classes (analyze's trust check): pipelines on "
+            f"{', '.join(sorted(avoid))} are run and reported but not chosen")
+    chosen = choose(results, cfg_rc.pipeline, avoid)
     log(f"rootcause: {name}: chosen {chosen.pipeline.name} (index {chosen.clustering.index:.3f}, "
         f"{chosen.clustering.clusters} clusters, noise {chosen.clustering.noise_share:.0%})")
     log_child_runs([{"name": f"{cfg.run.name}/rootcause/{name}/{r.pipeline.name}",
@@ -157,7 +172,7 @@ def study(cfg: Config, name: str, rows: dict, all_rows: dict, concepts: dict | N
                      "metrics": {k: r.row()[k] for k in ("index", "clusters", "noise_share", "seconds")}
                      | {"chosen": float(r is chosen)}} for r in results])
     cards = describe_clusters(cfg, name, chosen, rows, all_rows, concepts, classes, out / "figures")
-    return {"rows": rows, "results": results, "chosen": chosen, "cards": cards}
+    return {"rows": rows, "results": results, "chosen": chosen, "cards": cards, "untrusted": sorted(avoid)}
 
 
 def concept_presence(embeddings: np.ndarray, concepts: dict, threshold: float) -> np.ndarray:
@@ -173,12 +188,17 @@ def describe_clusters(cfg: Config, name: str, chosen, rows: dict, all_rows: dict
     labels = chosen.clustering.labels
     cards = build_cards(labels, points(chosen), rows["label_index"], rows["prediction"], classes,
                         exemplars=cfg.rootcause.exemplars)
-    if concepts is not None:
+    trust = concepts["trust"] if concepts else None
+    backed = [trust is None or trust.reliable(c) for c in concepts["names"]] if concepts else []
+    if concepts is not None and any(backed):
         correct = all_rows["label_index"] == all_rows["prediction"]
         threshold = cfg.analyze.presence_threshold
-        add_concepts(cards, labels, concept_presence(rows["vlm_embedding"], concepts, threshold), rows["label_index"],
-                     concept_presence(all_rows["vlm_embedding"][correct], concepts, threshold),
-                     all_rows["label_index"][correct], concepts["names"], alpha=cfg.rootcause.alpha)
+        keep = np.flatnonzero(backed)  # concepts the trust check did not back are never named
+        add_concepts(cards, labels, concept_presence(rows["vlm_embedding"], concepts, threshold)[:, keep],
+                     rows["label_index"], concept_presence(all_rows["vlm_embedding"][correct], concepts, threshold)[:, keep],
+                     all_rows["label_index"][correct], [concepts["names"][j] for j in keep], alpha=cfg.rootcause.alpha)
+    elif concepts is not None:
+        log(f"rootcause: {name}: cards name no concept: analyze's trust check backs none of the VLM's concepts")
     figures.mkdir(exist_ok=True)
     for card in cards:
         plot_montage([rows["path"][i] for i in card.exemplars], figures / f"{name}_cluster_{card.cluster}.png",
@@ -194,9 +214,11 @@ def write_outputs(studies: dict[str, dict], out: Path) -> dict:
             labels = r.clustering.labels
             clusters.append(pa.table({"set": [name] * len(ids), "id": ids, "pipeline": [r.pipeline.name] * len(ids),
                                       "cluster": labels, "noise": labels == NOISE}))
-            pipelines.append(r.row() | {"set": name, "chosen": r is s["chosen"]})
+            pipelines.append(r.row() | {"set": name, "chosen": r is s["chosen"],
+                                        "untrusted": r.pipeline.extractor in s["untrusted"]})
         chosen = s["chosen"]
         summary["sets"][name] = {"failures": len(ids), "pipelines": len(s["results"]), "chosen": chosen.row(),
+                                 "untrusted_extractors": s["untrusted"],
                                  "best_by_index": [r.row() for r in sorted(s["results"],
                                                                            key=lambda r: -r.clustering.index)[:SHOWN]],
                                  "cards": [c.as_dict() | {"exemplar_ids": [ids[i] for i in c.exemplars]}

@@ -450,8 +450,8 @@ def test_describe_clusters_names_the_planted_failure():
 
 
 def test_describe_clusters_easy_set_all_correct_rows():
-    """A cluster of circles with no correct circle row: the class-mix easy set has nothing to contrast with
-    (ValueError naming the class); ``easy="all"`` contrasts with every correct row and still finds the sentence."""
+    """A cluster of circles with no correct circle row: the class-mix easy set has nothing to contrast with, so the
+    cluster is contrasted with every correct row, as ``easy="all"`` does, and says so; both find the sentence."""
     bank = build_bank(tiny_vocab(), ["circle", "star"])
     sand = at(bank, "a photo of a circle on sand")
     rng = np.random.default_rng(1)
@@ -461,8 +461,9 @@ def test_describe_clusters_easy_set_all_correct_rows():
     sims = 0.2 + rng.normal(0, 0.02, (16, len(bank)))
     sims[:6, sand] += 0.3
     rows = Rows(sims, classes, wrong, cluster, np.ones(16, bool))
-    with pytest.raises(ValueError, match="circle"):
-        describe_clusters(rows, bank, np.zeros(len(bank), bool), Settings(min_cluster=5))
+    fallback = describe_clusters(rows, bank, np.zeros(len(bank), bool), Settings(min_cluster=5))
     out = describe_clusters(rows, bank, np.zeros(len(bank), bool), Settings(min_cluster=5, easy="all"))
     assert len(out) == 1 and out[0].rows == 6 and out[0].allowed == {"circle"}
-    assert out[0].ranked["fpdiff"][0] == sand
+    assert out[0].ranked["fpdiff"][0] == sand and out[0].contrast_missing == []
+    assert fallback[0].contrast_missing == ["circle"]  # the class mix had nothing to contrast with: all correct rows
+    assert all(np.array_equal(fallback[0].ranked[m], out[0].ranked[m]) for m in out[0].ranked)

@@ -136,3 +136,20 @@ def _tiny_vlm(tmp_path):
     path = tmp_path / "vlm.pt"
     save_vlm(build_vlm("conceptworld-tiny"), path)
     return path
+
+
+def test_the_trust_check_is_scored_on_what_the_vlm_truly_cannot_see():
+    from conceptlens.evaluation.trust_check import trust_check_section
+
+    rng = np.random.default_rng(0)
+    present = rng.random((400, 3)) < 0.5
+    scores = np.stack([present[:, 0] + rng.normal(0, 0.3, 400),  # seen
+                       rng.normal(0, 1, 400),  # blind
+                       present[:, 2] + rng.normal(0, 0.3, 400)], 1)  # seen
+    names = ["a=1", "b=1", "c=1"]
+    out = trust_check_section(scores, names, present, names, flagged=["c=1"])
+    assert out["blind"] == ["b=1"] and out["missed"] == ["b=1"] and out["false_flags"] == ["c=1"]
+    assert out["precision"] == 0.0 and out["recall"] == 0.0 and out["concepts"]["a=1"]["auroc"] > 0.9
+    out = trust_check_section(scores, names, present, names, flagged=["b=1"])
+    assert out["caught"] == ["b=1"] and out["precision"] == 1.0 and out["recall"] == 1.0
+

@@ -119,6 +119,10 @@ def test_the_default_choice_is_the_best_index_and_a_named_one_wins():
     assert choose(results, "vlm/umap/kmeans").clustering.index == 0.4
     with pytest.raises(ValueError, match="not in the grid"):
         choose(results, "vlm/pca/kmeans")
+    encoder = PipelineResult(Pipeline("encoder", "none", "kmeans"), Clustering(np.zeros(3, np.int64), 0.1, {}), 0.0)
+    assert choose(results + [encoder], avoid={"vlm"}) is encoder  # an untrusted VLM: its pipelines are never chosen
+    assert choose(results, avoid={"vlm"}).pipeline.clustering == "dbscan"  # nothing else: the best of them
+    assert choose(results + [encoder], "vlm/umap/kmeans", avoid={"vlm"}).clustering.index == 0.4  # named: as asked
 
 
 def test_cards_name_the_concept_that_sets_a_cluster_apart():

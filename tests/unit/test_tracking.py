@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from conceptlens.config import load_config
-from conceptlens.pipeline.registry import artifact_location, download, register_folder
+from conceptlens.pipeline.registry import artifact_location, download, model_name, register_folder
 from conceptlens.pipeline.tracking import (flatten, log_results, mlflow_run, numeric_metrics, old_store_hint,
                                            tracking_uri)
 from conceptlens.runtime.registered import FilterPyfunc, fetch_bundle
@@ -132,3 +132,13 @@ def test_serve_names_an_unreadable_registry_bundle_in_one_line_before_starting(t
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and why in err and store_uri in err, err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_registered_names_carry_the_run_and_a_bad_template_is_named():
+    assert model_name("conceptlens-{run}-filter", "demo") == "conceptlens-demo-filter"
+    assert model_name("our-filter", "garments") == "our-filter"  # a name of the user's own
+    with pytest.raises(ValueError, match=r"only \{run\} may be filled in"):
+        model_name("conceptlens-{model}-filter", "demo")
+    with pytest.raises(ValueError, match="use letters, digits"):
+        model_name("conceptlens-{run}-filter", "my run/1")
+

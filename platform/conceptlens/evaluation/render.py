@@ -41,6 +41,11 @@ def render_scorecard(card: dict) -> str:
             for cls in per_class:
                 ranks = ", ".join(f"{src} {_rank(sem[src]['planted'][name][cls])}" for src in SOURCES)
                 lines.append(f"    {name:<{width}}{cls:<10}{ranks}")
+    if "trust_check" in card:
+        t = card["trust_check"]
+        lines.append(f"trust check vs truth (a concept is blind when the VLM retrieves it with AUROC < {t['blind_auroc']}):"
+                     f" flagged {len(t['flagged'])}, blind {len(t['blind'])}; caught {t['caught'] or 'none'}, "
+                     f"missed {t['missed'] or 'none'}, false flags {t['false_flags'] or 'none'}")
     if "localisation" in card:
         lines.append("fault localisation (analysed rows): errors blamed on encoder / head"
                      + ("" if card["localisation"]["reliable"] else " (unreliable: the VLM does not see the classes)"))

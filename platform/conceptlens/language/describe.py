@@ -37,11 +37,13 @@ class Rows:
 class ClusterSentences:
     """One hard cluster's ``ranked`` sentence indices (best first) and their ``scores``, per method; ``rows``:
     its hard rows that picked; ``allowed``: the objects its sentences may name; ``similarity``: ``(M,)`` mean
-    similarity of those rows to each sentence."""
+    similarity of those rows to each sentence; ``contrast_missing``: the cluster's classes without a correctly
+    classified picking row, for which it was contrasted with every correct row instead (``explain.easy=all``)."""
     cluster: int
     rows: int
     allowed: set
     similarity: np.ndarray
+    contrast_missing: list = field(default_factory=list)
     ranked: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -69,7 +71,8 @@ def describe_clusters(rows: Rows, bank: SentenceBank, near_easy: np.ndarray, set
         if hard.sum() < settings.min_cluster:
             continue
         hard_classes = rows.classes[hard]
-        if settings.easy == "all":  # every correct row, equally weighted
+        missing = sorted(set(hard_classes.tolist()) - set(rows.classes[easy_pick].tolist()))
+        if settings.easy == "all" or missing:  # every correct row, equally weighted
             easy = easy_pick
             weights = np.full(int(easy.sum()), 1 / max(int(easy.sum()), 1))
         else:  # the correct rows of the cluster's classes, in the cluster's class mix
@@ -79,7 +82,8 @@ def describe_clusters(rows: Rows, bank: SentenceBank, near_easy: np.ndarray, set
         allowed = candidate_objects(hard_classes.tolist(), settings.class_share, settings.generic_share)
         scores = score_all(contrast, bank, allowed=allowed, near_easy=near_easy, min_gain=settings.min_gain,
                            min_lift=settings.min_lift)
-        result = ClusterSentences(c, int(hard.sum()), allowed, contrast.hard.mean(0))
+        result = ClusterSentences(c, int(hard.sum()), allowed, contrast.hard.mean(0),
+                                  missing if settings.easy != "all" else [])
         for method in METHODS:
             result.ranked[method] = ranked(scores[method], settings.depth)
             result.scores[method] = scores[method][result.ranked[method]]

@@ -87,7 +87,8 @@ def preflight(spec: ModelSpec, table: pa.Table, classes: list[str], *, image_siz
     ``class_bank(vlm, classes)`` gives its zero-shot class embeddings ``(K, E)``).
 
     A problem (the run stops) is a fix the data shows: another common preprocessing, or a permuted class order,
-    lifting accuracy by at least ``min_gain``. Accuracy under ``min_skill`` over chance with no such fix, a VLM
+    lifting accuracy by at least ``min_gain`` to a skill over chance of at least ``2 * min_skill`` (so a reshuffled
+    guess of a model near chance is not taken for a fix). Accuracy under ``min_skill`` over chance with no such fix, a VLM
     under ``vlm_min_skill`` and unreadable images are warnings. A checkpoint that does not fit raises at once.
     """
     clf = spec.classifier()  # a CheckpointMismatch (ValueError) names the shapes and the key
@@ -116,11 +117,15 @@ def preflight(spec: ModelSpec, table: pa.Table, classes: list[str], *, image_siz
     ties = [n for n, a in found.by_preprocess.items() if a == found.by_preprocess[best] and n != best]
     order = _permuted_order(predictions, labels, classes)
     permuted = float(np.mean([order[p] == classes[t] for p, t in zip(predictions, labels)])) if order else 0.0
-    if permuted >= max(found.by_preprocess[best], found.accuracy + min_gain):
+
+    def fixes(accuracy: float) -> bool:
+        return accuracy >= found.accuracy + min_gain and skill(accuracy, len(classes)) >= 2 * min_skill
+
+    if fixes(permuted) and permuted >= found.by_preprocess[best]:  # well above chance: not a reshuffled guess
         found.problems.append(
             f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows, {permuted:.2f} if its outputs "
             f"follow the classes in another order: set data.classes=[{','.join(order)}]")
-    elif found.by_preprocess[best] >= found.accuracy + min_gain:
+    elif fixes(found.by_preprocess[best]):
         found.problems.append(
             f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows with classifier.preprocess="
             f"{spec.classifier_preprocess} (chance {found.chance:.2f}); under each preprocessing: {tried}. "

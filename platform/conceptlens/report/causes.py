@@ -24,6 +24,8 @@ def sentences_of(folder: Path) -> tuple[dict[int, dict], dict]:
     summary = read_json(folder / "summary.json")
     if summary is None:
         return {}, {}
+    if summary.get("withheld"):  # the VLM is not trusted: no sentence is a finding
+        return {}, {"withheld": summary["withheld"], "source": summary.get("source")}
     out: dict[int, dict] = {}
     for cluster in summary.get("clusters", []):
         out[int(cluster["cluster"])] = {"shown": [_sentence(s) for s in cluster.get("sentences", [])], "more": []}
@@ -77,7 +79,7 @@ def root_causes(run: Path) -> dict | None:
         sets.append({"name": name, "cards": out, "note": note, "failures": chosen.get("failures"),
                      "pipeline": (chosen.get("chosen") or {}).get("pipeline"),
                      "index": finite((chosen.get("chosen") or {}).get("index")),
-                     "clusters": len(cards)})
+                     "clusters": len(cards), "untrusted": chosen.get("untrusted_extractors", [])})
     return {"sets": sets, "explained": explained, "explain_ran": (run / "explain").is_dir(),
             "pipelines": _pipelines(folder)}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -101,14 +101,16 @@ def run_grid(features: Mapping[str, np.ndarray], pipelines: Sequence[Pipeline], 
     return results
 
 
-def choose(results: Sequence[PipelineResult], name: str | None = None) -> PipelineResult:
-    """The result of pipeline ``name`` when given, else the best internal index (ties: the first)."""
+def choose(results: Sequence[PipelineResult], name: str | None = None, avoid: Collection[str] = ()) -> PipelineResult:
+    """The result of pipeline ``name`` when given, else the best internal index (ties: the first) among the
+    pipelines whose extractor is not in ``avoid`` (all of them when every one is)."""
     if name:
         for r in results:
             if r.pipeline.name == name:
                 return r
         raise ValueError(f"rootcause.pipeline={name!r} is not in the grid: {[r.pipeline.name for r in results]}")
-    return max(results, key=lambda r: r.clustering.index)
+    allowed = [r for r in results if r.pipeline.extractor not in avoid] or list(results)
+    return max(allowed, key=lambda r: r.clustering.index)
 
 
 def points(result: PipelineResult) -> np.ndarray:

@@ -7,7 +7,8 @@ from conceptlens.semantic.heatmaps import (MEAN_GROUPS, HeatmapAccumulator, Resp
                                            responsible_concepts)
 from conceptlens.semantic.localize import FAULTS, FaultSummary, localize
 from conceptlens.semantic.scoring import SOURCES, ConceptScorer, source_embeddings, stack, unit
+from conceptlens.semantic.trust import Trust, read_trust
 
 __all__ = ["FAULTS", "MEAN_GROUPS", "SOURCES", "Aligner", "AlignerFit", "AnalysisResult", "ConceptAnalysis",
-           "ConceptScorer", "FaultSummary", "HeatmapAccumulator", "HeldOutR2", "Responsible",
+           "ConceptScorer", "FaultSummary", "HeatmapAccumulator", "HeldOutR2", "Responsible", "Trust", "read_trust",
            "localize", "matrix", "presence", "responsible_concepts", "source_embeddings", "stack", "unit"]

@@ -21,7 +21,9 @@ then every heatmap still comes out looking like a finding. Before results are pr
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -102,6 +104,17 @@ class Trust:
                 "min_skill": self.min_skill, "sees_classes": self.sees_classes, "rows": self.rows,
                 "absence_r": self.absence_r, "max_absence_r": self.max_absence_r,
                 "unreliable_concepts": self.unseen_concepts, "warnings": self.warnings()}
+
+
+def read_trust(analysis: Path) -> Trust | None:
+    """The trust check ``analyze`` wrote to ``<analysis>/summary.json``; None when it has not run (or predates the
+    check)."""
+    path = Path(analysis) / "summary.json"
+    found = json.loads(path.read_text()).get("trust") if path.is_file() else None
+    if not found:
+        return None
+    return Trust(found["vlm_zero_shot"], round(1 / found["chance"]), dict(found["absence_r"]),
+                 min_skill=found["min_skill"], max_absence_r=found["max_absence_r"], rows=found.get("rows", 0))
 
 
 def assess(zero_shot: float, classes: int, absence: AbsenceCorrelation, concepts: list[str], *,
