@@ -61,6 +61,8 @@ class WorldTruth:
         try:
             table = read_truth(world)
         except FileNotFoundError as err:
+            if not Path(world).is_dir():  # a run of one's own data: nothing to run first
+                raise FileNotFoundError(f"{NO_TRUTH} (no ConceptWorld in {world})") from None
             raise FileNotFoundError(f"{NO_TRUTH} ({err}: run `conceptlens world` for this run first)") from None
         concepts = concept_names()
         scenarios = []

@@ -104,37 +104,13 @@ def preflight(spec: ModelSpec, table: pa.Table, classes: list[str], *, image_siz
     predictions = _predict(clf, images)
     found.accuracy = float((predictions == labels).mean())
     found.by_preprocess[spec.classifier_preprocess] = found.accuracy
-    accuracy_skill = skill(found.accuracy, len(classes))
-    if accuracy_skill < min_skill + min_gain:  # low enough that another preprocessing could be the reason
+    if skill(found.accuracy, len(classes)) < min_skill + min_gain:  # low enough for another preprocessing to be why
         configured = clf.preprocess
-        for name in COMMON:
-            if name not in found.by_preprocess:
-                clf.preprocess = input_transform(name)
-                found.by_preprocess[name] = float((_predict(clf, images) == labels).mean())
+        for name in (n for n in COMMON if n not in found.by_preprocess):
+            clf.preprocess = input_transform(name)
+            found.by_preprocess[name] = float((_predict(clf, images) == labels).mean())
         clf.preprocess = configured
-    best = max(found.by_preprocess, key=found.by_preprocess.get)
-    tried = ", ".join(f"{n} {a:.2f}" for n, a in found.by_preprocess.items())
-    ties = [n for n, a in found.by_preprocess.items() if a == found.by_preprocess[best] and n != best]
-    order = _permuted_order(predictions, labels, classes)
-    permuted = float(np.mean([order[p] == classes[t] for p, t in zip(predictions, labels)])) if order else 0.0
-
-    def fixes(accuracy: float) -> bool:
-        return accuracy >= found.accuracy + min_gain and skill(accuracy, len(classes)) >= 2 * min_skill
-
-    if fixes(permuted) and permuted >= found.by_preprocess[best]:  # well above chance: not a reshuffled guess
-        found.problems.append(
-            f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows, {permuted:.2f} if its outputs "
-            f"follow the classes in another order: set data.classes=[{','.join(order)}]")
-    elif fixes(found.by_preprocess[best]):
-        found.problems.append(
-            f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows with classifier.preprocess="
-            f"{spec.classifier_preprocess} (chance {found.chance:.2f}); under each preprocessing: {tried}. "
-            f"Set classifier.preprocess={best}" + (f" (as good: {', '.join(ties)})" if ties else ""))
-    elif accuracy_skill < min_skill:
-        found.warnings.append(
-            f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows is near chance "
-            f"({found.chance:.2f}) under every common preprocessing ({tried}) and class order: check "
-            f"classifier.checkpoint, data.image_size and data.classes")
+    _diagnose(found, predictions, labels, min_gain, min_skill)
     if class_bank is not None:
         found.vlm_zero_shot = _zero_shot(spec, images, labels, class_bank, classes)
         vlm_skill = skill(found.vlm_zero_shot, len(classes))
@@ -144,6 +120,34 @@ def preflight(spec: ModelSpec, table: pa.Table, classes: list[str], *, image_siz
                 f"{found.chance:.2f}, skill {vlm_skill:.2f} < analyze.min_vlm_skill {vlm_min_skill}); findings that "
                 f"rest on it will be held back. A VLM that knows the domain: vlm.arch, vlm.pretrained")
     return found
+
+
+def _diagnose(found: Preflight, predictions: np.ndarray, labels: np.ndarray, min_gain: float, min_skill: float) -> None:
+    """The classifier's problem (a fix: another class order or preprocessing) or its near-chance warning."""
+    k, names = len(found.classes), found.classes
+    best = max(found.by_preprocess, key=found.by_preprocess.get)
+    tried = ", ".join(f"{n} {a:.2f}" for n, a in found.by_preprocess.items())
+    ties = [n for n, a in found.by_preprocess.items() if a == found.by_preprocess[best] and n != best]
+    order = _permuted_order(predictions, labels, names)
+    permuted = float(np.mean([order[p] == names[t] for p, t in zip(predictions, labels)])) if order else 0.0
+
+    def fixes(accuracy: float) -> bool:  # well above the configured accuracy and above chance: not a reshuffled guess
+        return accuracy >= found.accuracy + min_gain and skill(accuracy, k) >= 2 * min_skill
+
+    if fixes(permuted) and permuted >= found.by_preprocess[best]:
+        found.problems.append(
+            f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows, {permuted:.2f} if its outputs "
+            f"follow the classes in another order: set data.classes=[{','.join(order)}]")
+    elif fixes(found.by_preprocess[best]):
+        found.problems.append(
+            f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows with classifier.preprocess="
+            f"{found.preprocess} (chance {found.chance:.2f}); under each preprocessing: {tried}. "
+            f"Set classifier.preprocess={best}" + (f" (as good: {', '.join(ties)})" if ties else ""))
+    elif skill(found.accuracy, k) < min_skill:
+        found.warnings.append(
+            f"classifier accuracy {found.accuracy:.2f} on {found.rows} labelled rows is near chance "
+            f"({found.chance:.2f}) under every common preprocessing ({tried}) and class order: check "
+            f"classifier.checkpoint, data.image_size and data.classes")
 
 
 def _permuted_order(predictions: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[str] | None:

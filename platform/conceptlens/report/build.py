@@ -59,7 +59,8 @@ def build_report(run: Path) -> tuple[str, list[dict]]:
         sections.append({"id": section_id, "title": title, "command": command, "data": content,
                          "seconds": round(seconds, 2)})
         log(f"report: {section_id}: {title.lower()} ({seconds:.1f} s)")
-    not_run = sorted(set(skipped) - {s["command"] for s in sections})
+    not_run = sorted(set(skipped) - {s["command"] for s in sections}
+                     - (set() if (run / "world").is_dir() else {"evaluate"}))  # own data: nothing to score against
     html = render("report.html.j2", run=run.name, folder=str(run.resolve()), sections=sections, not_run=not_run,
                   created=time.strftime("%Y-%m-%d %H:%M"))
     return html, [{k: s[k] for k in ("id", "title", "command", "seconds")} for s in sections]
