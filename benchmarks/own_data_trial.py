@@ -40,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def read_idx(kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 (N, 28, 28)`` and labels ``(N,)`` of ``train`` or ``t10k``."""
     with gzip.open(FMNIST / f"{kind}-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28).copy()
     with gzip.open(FMNIST / f"{kind}-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
     return images, labels

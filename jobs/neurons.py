@@ -130,11 +130,14 @@ def neuron_table(cfg: Config, votes, rows: dict, held: np.ndarray, classes: list
         "concepts": [[t["concept"] for t in top] for top in tops], "r": [[t["r"] for t in top] for top in tops],
         "low": [[t["low"] for t in top] for top in tops], "high": [[t["high"] for t in top] for top in tops],
         "q": [[t["q"] for t in top] for top in tops],
-        "description": [describe(n, top) for n, top in zip(votes.neuron, tops)]})
+        "description": [describe(n, top, named=bool(backed)) for n, top in zip(votes.neuron, tops)]})
 
 
-def describe(neuron: int, top: list[dict]) -> str:
-    """``n213: background=water (r = 0.71)``, or ``n213: no concept`` when none passes the FDR."""
+def describe(neuron: int, top: list[dict], named: bool = True) -> str:
+    """``n213: background=water (r = 0.71)``, ``n213: no concept`` when none passes the FDR, ``n213: not named``
+    when the trust check backs no concept (``named`` False)."""
+    if not named:
+        return f"n{neuron}: not named (the VLM is not trusted)"
     if not top:
         return f"n{neuron}: no concept"
     return f"n{neuron}: " + ", ".join(f"{t['concept']} (r = {t['r']:.2f})" for t in top)
@@ -142,7 +145,9 @@ def describe(neuron: int, top: list[dict]) -> str:
 
 def short(row: dict) -> str:
     """A neuron row of ``neurons.parquet`` by its top concept only: ``n213: background=water (r = 0.71)``."""
-    return describe(row["neuron"], [{"concept": c, "r": r} for c, r in zip(row["concepts"][:1], row["r"][:1])])
+    if not row["concepts"]:
+        return row["description"]  # no concept, or not named at all
+    return describe(row["neuron"], [{"concept": row["concepts"][0], "r": row["r"][0]}])
 
 
 def chosen_neurons(cfg: Config, votes, classes: list[str]) -> dict[int, list[int]]:
