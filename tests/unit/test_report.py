@@ -177,8 +177,16 @@ def test_only_the_commands_that_ran_have_a_section(partial):
     assert [a["id"] for a in page.find("section", **{"class": "cl-section"})] == ["overview", "semantic", "attacks"]
     toc = [a["href"] for t, a in page.elements if t == "a" and a.get("href", "").startswith("#")]
     assert toc[:3] == ["#overview", "#semantic", "#attacks"]
-    for missing in ("rootcause", "neurons", "monitor", "evaluate"):
+    for missing in ("rootcause", "neurons", "monitor"):
         assert f"<code>{missing}</code>" in html  # named as not run, not an error
+    assert "<code>evaluate</code>" not in html  # a run of one's own data has no truth to be scored against
+
+
+def test_a_conceptworld_run_is_told_that_evaluate_has_not_run(tmp_path):
+    run = partial_run(tmp_path)
+    (run / "world").mkdir()
+    html, _ = build_report(run)
+    assert "<code>evaluate</code>" in html
 
 
 def test_an_empty_run_folder_is_a_page_without_sections(tmp_path):
