@@ -100,13 +100,15 @@ def test_the_ground_truth_heatmap_counts_the_analysed_rows(card, run_dir):
     assert star["significant"] and star["value"] < 0
 
 
-def test_planted_concepts_rank_first_in_the_aligned_source(card, demo_config):
+def test_planted_concepts_rank_at_the_top_in_the_aligned_source(card, demo_config):
+    from test_analyze_job import WORST_RANK  # the floors the analyze test asserts: spurious first, a blind spot top 3
+
     for s in scenarios(demo_config):
-        if s.kind not in ("spurious_correlation", "blind_spot"):  # as the analyze test asserts
+        if s.kind not in WORST_RANK:
             continue
         for cls in s.classes:
             rank = card["semantic"]["aligned"]["planted"][s.name][cls]
-            assert (rank["rank"], rank["concept"]) == (1, s.attribute), (s.name, rank)
+            assert rank["concept"] == s.attribute and 1 <= rank["rank"] <= WORST_RANK[s.kind], (s.name, rank)
 
 
 def test_localisation_and_runtime_add_up(card, run_dir):
