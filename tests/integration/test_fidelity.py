@@ -28,17 +28,15 @@ from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor,
 pytestmark = pytest.mark.slow
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiments"
 DEMO = EXPERIMENTS.parent / "demo.yaml"
-# Measured on this machine with the demo's models trained at model seeds 0 and 1 (`world.model_seed`, the suite at 2
-# torch threads and at 1: `CONCEPTLENS_TEST_OVERRIDES="world.model_seed=1" OMP_NUM_THREADS=1`), values "seed 0 / 1".
+# Measured on this machine with the demo's models trained at model seeds 0 and 1 (`world.model_seed`, 2 torch threads:
+# `CONCEPTLENS_TEST_OVERRIDES="world.model_seed=1"`), values "seed 0 / 1"; and on a fresh clone at model seed 0 with one
+# thread (`OMP_NUM_THREADS=1 .ci/run`, another trained model), "1 thread" where it moved a goal.
 # (run, goal) -> why it is short on every seed measured: a strict xfail (the day it is met it fails and must go);
 # one entry per sub-goal, so that a sibling that regresses fails instead of hiding inside the same expected failure
 SHORT = {
     ("demo", "localised.hexagon_in_fog"): "encoder share of hexagon_in_fog's test errors 0.38 / 0.45",
     ("demo", "rootcause_purity.hexagon_in_fog"): "0.77 / 0.57 (directions clusters, natural errors counted)",
-    ("demo", "rootcause_share.star_on_water"): "0.72 / 0.72 of its calib failures in one cluster",
     ("demo", "repair_beats_ce.star_on_water"): "+0.000 / +0.000: the retaining-ratio term (λ 0.01) changes no prediction",
-    ("demo", "filter_above_baselines"): "vs stacked given the same signals: +0.001 [-0.003, +0.004] / +0.001 [-0.003, +0.005]",
-    ("demo", "alerts"): "hexagon_in_fog: 0.50 / 0.33 of its flagged test errors matched to its cluster",
     ("second_set", "rootcause_purity.small_crescent"): "0.38 / 0.47",
     ("second_set", "rootcause_purity.small_triangle"): "0.32 / 0.32",
     ("second_set", "rootcause_purity.large_diamond_as_square"): "0.62 / 0.65",
@@ -53,6 +51,11 @@ SHORT = {
 }
 # (run, goal) -> met on one seed measured, not on the other: reported (a non-strict xfail), never asserted
 VARIES = {
+    ("demo", "rootcause_share.star_on_water"): "0.72 / 0.72 of its calib failures in one cluster; 0.80 at 1 thread",
+    ("demo", "rootcause_purity.dark_circle"): "met at seeds 0 and 1; 0.85 at 1 thread",
+    ("demo", "filter_above_baselines"): "vs stacked given the same signals: +0.001 [-0.003, +0.004] / +0.001 [-0.003, "
+                                        "+0.005]; met at 1 thread (lower end +0.005)",
+    ("demo", "alerts"): "hexagon_in_fog: 0.50 / 0.33 of its flagged test errors matched to its cluster; met at 1 thread",
     ("demo", "blamed_precision"): "0.85 / 0.91",
     ("demo", "top_blamed_is_a_true_cause"): "1.00 / 0.78",
     ("demo", "planted_first.hexagon_in_fog.hexagon"): "rank 1 / 2",
@@ -77,7 +80,7 @@ FLOORS = {  # (run, goal) -> (">=" or "<=", bound): 0.1 under the worst proporti
     ("demo", "blamed_precision"): (">=", 0.75), ("demo", "top_blamed_is_a_true_cause"): (">=", 0.68),
     ("demo", "planted_first.hexagon_in_fog.hexagon"): ("<=", 3), ("demo", "no_distractor_shown"): ("<=", 2),
     ("demo", "localised.hexagon_in_fog"): (">=", 0.28), ("demo", "rootcause_purity.hexagon_in_fog"): (">=", 0.47),
-    ("demo", "rootcause_share.star_on_water"): (">=", 0.62), ("demo", "repair_beats_ce.star_on_water"): (">=", -0.02),
+    ("demo", "rootcause_share.star_on_water"): (">=", 0.62), ("demo", "rootcause_purity.dark_circle"): (">=", 0.75), ("demo", "repair_beats_ce.star_on_water"): (">=", -0.02),
     ("demo", "filter_above_baselines"): (">=", -0.01), ("demo", "filter_unseen.eps2"): (">=", 0.82),
     ("second_set", "blamed_precision"): (">=", 0.66), ("second_set", "no_distractor_shown"): ("<=", 2),
     ("second_set", "planted_first.small_triangle.triangle"): ("<=", 3),
