@@ -144,8 +144,8 @@ def run(cfg: Config) -> dict:
 def report(metrics: dict) -> str:
     lines = [f"embedded {metrics['rows']} rows ({metrics['rejects']} rejected) into {metrics['output']}"]
     if metrics.get("rejected"):
-        lines.append("rejected (unreadable): " + ", ".join(metrics["rejected"][:5])
-                     + (" …" if metrics["rejects"] > 5 else "") + f" (all: {Path(metrics['output']).parent / 'rejects'})")
+        lines.append("rejected (unreadable): " + ", ".join(metrics["rejected"][:5]) + (" …" if metrics["rejects"] > 5
+                     else "") + f" (all: {Path(metrics['output']).parent / 'rejects'})")
     if metrics.get("accuracy"):
         lines.append("classifier accuracy against the labels: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in metrics["accuracy"].items()))

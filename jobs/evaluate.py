@@ -77,7 +77,8 @@ def semantic(cfg: Config, truth: WorldTruth, analysis: Path, planted: list, out:
 
 
 def trust_check(cfg: Config, truth: WorldTruth, analysis: Path) -> dict:
-    """The per-concept trust check against the truth on the analysed rows (:mod:`~conceptlens.evaluation.trust_check`)."""
+    """The per-concept trust check against the truth on the analysed rows
+    (:mod:`~conceptlens.evaluation.trust_check`)."""
     scores = pq.read_table(analysis / "scores.parquet", columns=["id", "split", "vlm_scores"])
     scores = scores.filter(pc.is_in(scores["split"], pa.array(list(cfg.analyze.splits))))
     vlm = np.stack(scores["vlm_scores"].to_numpy(zero_copy_only=False))

@@ -35,7 +35,8 @@ from conceptlens.language import (METHODS, Rows, SentenceBank, Settings, Vocabul
                                   validate_sentences, validation_rows)
 from conceptlens.models import TextEmbedder
 from conceptlens.pipeline.raydata import init_ray, map_texts
-from conceptlens.pipeline.runs import Progress, command_dir, embeddings_table, log, model_spec, run_inputs, write_metrics
+from conceptlens.pipeline.runs import (Progress, analyze_dir, command_dir, embeddings_table, log, model_spec,
+                                       run_inputs, write_metrics)
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.report.figures import plot_curves, plot_montage
@@ -175,7 +176,7 @@ def explain(cfg: Config) -> dict:
     retrieval = validation_rows(data, bank, ex.retrieve_share)
     reference = reference_set(retrieval, ex.beta)
     table = sentence_table(cfg, bank, described, retrieval, data)
-    trust = read_trust(Path(cfg.run.root) / cfg.run.name / "analyze")
+    trust = read_trust(analyze_dir(cfg))
     withheld = None
     if trust is not None and not trust.sees_classes:  # the sentences are read by the VLM: none is a finding
         withheld = (f"the VLM does not recognise these classes (analyze's trust check: zero-shot accuracy "

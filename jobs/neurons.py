@@ -42,8 +42,8 @@ from conceptlens.neurons import (INSUFFICIENT, LOSSES, RepairSettings, SolverSet
 from conceptlens.pipeline.datasets import id_unit
 from conceptlens.pipeline.raydata import init_ray, map_rows
 from conceptlens.pipeline.registry import find_version, model_name, register_folder
-from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, log, model_spec, run_inputs,
-                                       write_metrics)
+from conceptlens.pipeline.runs import (Progress, analyze_dir, command_dir, embeddings_table, log, model_spec,
+                                       run_inputs, write_metrics)
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_results, mlflow_run, run_tags
 from conceptlens.report.figures import plot_neuron_grid
@@ -110,7 +110,7 @@ def neuron_table(cfg: Config, votes, rows: dict, held: np.ndarray, classes: list
     """One row per voted (class, neuron, direction) with its top concepts on the held-out rows; only concepts
     analyze's trust check backs (none when the VLM does not recognise the classes) name a neuron."""
     names, scores = concept_scores(cfg, rows["vlm_embedding"][held])
-    trust = read_trust(Path(cfg.run.root) / cfg.run.name / "analyze")
+    trust = read_trust(analyze_dir(cfg))
     backed = [j for j, c in enumerate(names) if trust is None or trust.reliable(c)]
     if len(backed) < len(names):
         log(f"neurons: {len(names) - len(backed)} of {len(names)} concepts are not backed by analyze's trust check "
@@ -256,8 +256,8 @@ def neurons(cfg: Config) -> dict:
     pq.write_table(pa.table({"id": rows["id"][masks["held"]], "label_index": labels, **predictions}),
                    out / "predictions.parquet")
     edit = cfg.neurons.repair.loss
-    lineage = save_repaired(cfg, Classifier(clf.encoder, heads[edit], clf.preprocess), chosen, classes, history[edit]["epoch"],
-                            out / "classifier")
+    repaired = Classifier(clf.encoder, heads[edit], clf.preprocess)
+    lineage = save_repaired(cfg, repaired, chosen, classes, history[edit]["epoch"], out / "classifier")
     figures = visualise(cfg, table, classes, out)
     overall = {r["method"]: r["accuracy"] for r in accuracy.to_pylist() if r["class"] == "all"}
     metrics = {"mistakes": int(len(cf.flipped)), "flipped": float(cf.flipped.mean()),

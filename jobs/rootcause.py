@@ -29,8 +29,8 @@ from conceptlens.config import Config
 from conceptlens.jobs.analyze import class_names
 from conceptlens.models import concept_groups
 from conceptlens.pipeline.raydata import init_ray, map_images
-from conceptlens.pipeline.runs import (Progress, command_dir, embeddings_table, log, model_spec, run_inputs,
-                                       write_metrics)
+from conceptlens.pipeline.runs import (Progress, analyze_dir, command_dir, embeddings_table, log, model_spec,
+                                       run_inputs, write_metrics)
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.recipes.train_autoencoder import ensure_autoencoder
@@ -66,7 +66,7 @@ def failure_sets(cfg: Config, clean: dict) -> dict[str, dict]:
 
 def concept_analysis(cfg: Config) -> dict | None:
     """``analyze``'s concept embeddings, statistics and names and its trust check, or None when it has not run."""
-    folder = Path(cfg.run.root) / cfg.run.name / "analyze"
+    folder = analyze_dir(cfg)
     if not (folder / "concepts.npz").is_file():
         return None
     text = np.load(folder / "concepts.npz")
@@ -194,9 +194,10 @@ def describe_clusters(cfg: Config, name: str, chosen, rows: dict, all_rows: dict
         correct = all_rows["label_index"] == all_rows["prediction"]
         threshold = cfg.analyze.presence_threshold
         keep = np.flatnonzero(backed)  # concepts the trust check did not back are never named
-        add_concepts(cards, labels, concept_presence(rows["vlm_embedding"], concepts, threshold)[:, keep],
-                     rows["label_index"], concept_presence(all_rows["vlm_embedding"][correct], concepts, threshold)[:, keep],
-                     all_rows["label_index"][correct], [concepts["names"][j] for j in keep], alpha=cfg.rootcause.alpha)
+        failing = concept_presence(rows["vlm_embedding"], concepts, threshold)[:, keep]
+        passing = concept_presence(all_rows["vlm_embedding"][correct], concepts, threshold)[:, keep]
+        add_concepts(cards, labels, failing, rows["label_index"], passing, all_rows["label_index"][correct],
+                     [concepts["names"][j] for j in keep], alpha=cfg.rootcause.alpha)
     elif concepts is not None:
         log(f"rootcause: {name}: cards name no concept: analyze's trust check backs none of the VLM's concepts")
     figures.mkdir(exist_ok=True)

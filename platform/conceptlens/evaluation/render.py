@@ -43,8 +43,8 @@ def render_scorecard(card: dict) -> str:
                 lines.append(f"    {name:<{width}}{cls:<10}{ranks}")
     if "trust_check" in card:
         t = card["trust_check"]
-        lines.append(f"trust check vs truth (a concept is blind when the VLM retrieves it with AUROC < {t['blind_auroc']}):"
-                     f" flagged {len(t['flagged'])}, blind {len(t['blind'])}; caught {t['caught'] or 'none'}, "
+        lines.append(f"trust check vs truth (a concept is blind when the VLM retrieves it with AUROC < "
+                     f"{t['blind_auroc']}): flagged {len(t['flagged'])}, blind {len(t['blind'])}; caught {t['caught'] or 'none'}, "
                      f"missed {t['missed'] or 'none'}, false flags {t['false_flags'] or 'none'}")
     if "localisation" in card:
         lines.append("fault localisation (analysed rows): errors blamed on encoder / head"

@@ -88,8 +88,8 @@ def preflight(spec: ModelSpec, table: pa.Table, classes: list[str], *, image_siz
 
     A problem (the run stops) is a fix the data shows: another common preprocessing, or a permuted class order,
     lifting accuracy by at least ``min_gain`` to a skill over chance of at least ``2 * min_skill`` (so a reshuffled
-    guess of a model near chance is not taken for a fix). Accuracy under ``min_skill`` over chance with no such fix, a VLM
-    under ``vlm_min_skill`` and unreadable images are warnings. A checkpoint that does not fit raises at once.
+    guess of a model near chance is not taken for a fix). Accuracy under ``min_skill`` over chance with no such fix,
+    a VLM under ``vlm_min_skill`` and unreadable images are warnings. A checkpoint that does not fit raises at once.
     """
     clf = spec.classifier()  # a CheckpointMismatch (ValueError) names the shapes and the key
     images, labels, unreadable = decode(sample(table, rows), image_size)

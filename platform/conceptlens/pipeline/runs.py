@@ -35,6 +35,11 @@ def world_dir(cfg: Config) -> Path:
     return Path(cfg.run.root) / cfg.run.name / "world"
 
 
+def analyze_dir(cfg: Config) -> Path:
+    """Where this run's ``analyze`` outputs are (its concepts and trust check), whether or not it has run."""
+    return Path(cfg.run.root) / cfg.run.name / "analyze"
+
+
 def model_spec(cfg: Config) -> ModelSpec:
     """The models of a run: from config, else the ones `conceptlens world` trained for this run. A classifier
     checkpoint may be a registered version (``models:/conceptlens-demo-classifier@repaired``): its weights file, and
