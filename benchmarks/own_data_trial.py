@@ -46,10 +46,10 @@ def read_idx(kind: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def as_input(images: np.ndarray) -> torch.Tensor:
-    """The user's preprocessing: grey to RGB, bilinear to SIZE px, [0, 1]."""
-    return torch.stack([torch.from_numpy(np.asarray(Image.fromarray(im).convert("RGB").resize(
-        (SIZE, SIZE), Image.BILINEAR))).permute(2, 0, 1) for im in images]).float() / 255
+def resized(images: np.ndarray) -> torch.Tensor:
+    """The user's image pipeline: grey to RGB, bilinear to SIZE px; ``uint8 (N, 3, SIZE, SIZE)``."""
+    return torch.stack([torch.from_numpy(np.array(Image.fromarray(im).convert("RGB").resize(
+        (SIZE, SIZE), Image.BILINEAR))).permute(2, 0, 1) for im in images])
 
 
 def prepare(home: Path, n_images: int, n_train: int) -> dict:
@@ -65,14 +65,15 @@ def prepare(home: Path, n_images: int, n_train: int) -> dict:
     torch.manual_seed(0)
     model = build_classifier("resnet18", num_classes=10, preprocess="none")
     start = time.time()
-    train_classifier(model, (as_input(train[:n_train]) * 255).to(torch.uint8), torch.from_numpy(train_labels[:n_train]),
+    train_classifier(model, resized(train[:n_train]), torch.from_numpy(train_labels[:n_train]),
                      TrainConfig(epochs=3, batch_size=128, lr=2e-3), device=torch.device("cpu"), log=lambda _: None)
     trained = time.time() - start
     state = {k.removeprefix("encoder."): v for k, v in model.state_dict().items() if k.startswith("encoder.")}
     state |= {"fc." + k.removeprefix("head."): v for k, v in model.state_dict().items() if k.startswith("head.")}
     torch.save(state, home / "resnet18_fashion.pt")
     with torch.no_grad():
-        own = float((model.eval()(as_input(test[:n_images])).argmax(1).numpy() == test_labels[:n_images]).mean())
+        pixels = resized(test[:n_images]).float() / 255  # the user's model takes [0, 1] pixels
+        own = float((model.eval()(pixels).argmax(1).numpy() == test_labels[:n_images]).mean())
     save_vlm(build_vlm("conceptworld-tiny"), home / "tiny_clip_untrained.pt")
     return {"folder": str(folder), "images": n_images, "train_images": n_train, "train_seconds": trained,
             "own_accuracy": own}
