@@ -5,7 +5,8 @@ classifier's encoder space into the VLM image space on ``analyze.fit_split``, sc
 row against the concept set with Ray Data tasks, and streams the scores into heatmaps of
 ``analyze.splits``. Writes under ``<run>/analyze/``: ``scores.parquet`` (the single-input
 heatmap of every row), ``heatmaps_<source>.parquet``, ``faults.parquet``, ``aligner.npz``,
-``concepts.json`` and ``concepts.npz`` (text embeddings, z-score statistics), ``figures/*.png``,
+``concepts.json`` and ``concepts.npz`` (text embeddings, z-score statistics), ``probes.json`` (with
+``analyze.probes``: each concept's detector calibrated on its probes), ``figures/*.png``,
 ``summary.json`` and ``metrics.json``.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from conceptlens.semantic.aligner import AlignerFit, HeldOutR2, cross_validated_r2
 from conceptlens.semantic.analysis import AnalysisResult, ConceptAnalysis
+from conceptlens.semantic.probes import Calibration, calibrate, probe_scores
 from conceptlens.semantic.trust import AbsenceCorrelation, Trust, assess
 from conceptlens.cli import run_command
 from conceptlens.models.concepts import load_concepts
@@ -101,12 +103,32 @@ def fit_aligner(cfg: Config, embeddings: Path):
                      "r2_held_out_method": method}
 
 
+def calibrate_with_probes(cfg: Config, concepts: list[str], concept_emb: np.ndarray, out: Path) -> Calibration | None:
+    """The probe calibration of ``analyze.probes`` (None without probes), written to ``probes.json``."""
+    if not cfg.analyze.probes:
+        (out / "probes.json").unlink(missing_ok=True)
+        return None
+    scores, labels, unreadable = probe_scores(model_spec(cfg).vlm(), concept_emb, cfg.analyze.probes,
+                                              cfg.data.image_size)
+    calibration = calibrate(scores, labels, concepts, min_j=cfg.analyze.min_probe_j)
+    found = calibration.as_dict() | {"source": str(cfg.analyze.probes), "unreadable": [list(u) for u in unreadable]}
+    (out / "probes.json").write_text(json.dumps(found, indent=1))
+    probed = [c for c, v in found["concepts"].items() if v["probed"]]
+    log(f"analyze: {len(labels)} probe images calibrate {len(probed)} of {len(concepts)} concepts"
+        + (f" ({len(unreadable)} unreadable, named in probes.json)" if unreadable else ""))
+    for c in probed:
+        v = found["concepts"][c]
+        log(f"analyze: probes: {c:<24} {v['positives']:>3}+/{v['negatives']:<4} sensitivity {v['se']:.2f} "
+            f"specificity {v['sp']:.2f}{'' if v['reliable'] else '  (unreliable: J ' + format(v['j'], '.2f') + ')'}")
+    return calibration
+
+
 def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, absence: np.ndarray, classes: list[str],
-                      concepts: list[str], out: Path) -> tuple[AnalysisResult, Trust]:
+                      concepts: list[str], out: Path, calibration: Calibration | None = None) -> tuple[AnalysisResult, Trust]:
     """Score every row on Ray Data into ``scores.parquet``; analyse the rows of ``analyze.splits`` and check
     whether the VLM can be trusted on them (:mod:`conceptlens.semantic.trust`; ``absence``: ``(E,)``)."""
     analysis = ConceptAnalysis(classes, concepts, presence_threshold=cfg.analyze.presence_threshold,
-                               alpha=cfg.analyze.alpha, top=cfg.analyze.top)
+                               alpha=cfg.analyze.alpha, top=cfg.analyze.top, calibration=calibration)
     keep = set(cfg.analyze.splits)
     scores_path, faults_path = out / "scores.parquet", out / "faults.parquet"
     scores_writer = faults_writer = None
@@ -143,7 +165,7 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
         analysis.update_presence({k: v[mask] for k, v in rows.items()})
     result = analysis.result()
     trust = assess(result.zero_shot["vlm"], len(classes), absence_r, concepts, min_skill=cfg.analyze.min_vlm_skill,
-                   max_absence_r=cfg.analyze.max_absence_r)
+                   max_absence_r=cfg.analyze.max_absence_r, calibration=calibration)
     return result, trust
 
 
@@ -192,9 +214,10 @@ def analyze(cfg: Config) -> dict:
     aligner.save(out / "aligner.npz")
     log(f"analyze: aligner R² {aligner_metrics['r2_fit']:.3f} on {cfg.analyze.fit_split}, "
         f"{aligner_metrics['r2_held_out']:.3f} held out ({aligner_metrics['r2_held_out_method']})")
+    calibration = calibrate_with_probes(cfg, concept_set.names, concept_emb, out)
     init_ray(cfg.ray)
     result, trust = score_and_analyze(cfg, embeddings, ConceptScorer(aligner, concept_emb, class_emb), absence_emb,
-                                      classes, concept_set.names, out)
+                                      classes, concept_set.names, out, calibration)
     for line in trust.warnings():
         log(f"analyze: warning: {line}")
     for source, table in result.heatmaps.items():

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.evaluation.alerts import alerts_section
-from conceptlens.evaluation.blame import risk_ratio_rows, semantic_scores
+from conceptlens.evaluation.blame import blame_agreement, risk_ratio_rows, semantic_scores
 from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
 from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
@@ -37,13 +37,14 @@ from conceptlens.evaluation.neurons import neurons_section
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.runtime import filter_section
 from conceptlens.evaluation.sentences import explain_section
-from conceptlens.evaluation.trust_check import trust_check_section
+from conceptlens.evaluation.observer import observer_section
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
 from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.runs import command_dir, log, run_inputs, write_metrics
 from conceptlens.pipeline.tracking import log_results, mlflow_run
 from conceptlens.runtime.registered import load_bundle
-from conceptlens.semantic import SOURCES
+from conceptlens.models import concept_groups
+from conceptlens.semantic import SOURCES, presence
 
 FILTER_SCORES = "filter_scores.parquet"  # the filter's misclassification score per test row (id, score)
 
@@ -76,16 +77,45 @@ def semantic(cfg: Config, truth: WorldTruth, analysis: Path, planted: list, out:
     return section
 
 
-def trust_check(cfg: Config, truth: WorldTruth, analysis: Path) -> dict:
-    """The per-concept trust check against the truth on the analysed rows
-    (:mod:`~conceptlens.evaluation.trust_check`)."""
+def observer_recipe(cfg: Config) -> tuple[str, list[str]]:
+    """How the run's VLM was made and the attribute groups it never heard of, from the record a tiny CLIP is
+    cached with (``vlm-<hash>.json``: its recipe and ``vlm.captions.unseen``); a VLM without one is ``pretrained``."""
+    record = Path(cfg.vlm.pretrained).with_suffix(".json") if cfg.vlm.pretrained else None
+    if record is None or not record.is_file():
+        return f"pretrained {Path(cfg.vlm.pretrained).name if cfg.vlm.pretrained else 'none'}", []
+    info = json.loads(record.read_text())
+    return info.get("recipe", "supervised"), list(info.get("unseen", []))
+
+
+def observer(cfg: Config, truth: WorldTruth, run: Path, out: Path) -> dict:
+    """The observer's quality and the trust check against the truth on the analysed rows, and how right the blame
+    of each concept came out (:mod:`~conceptlens.evaluation.observer`)."""
+    analysis = run / "analyze"
     scores = pq.read_table(analysis / "scores.parquet", columns=["id", "split", "vlm_scores"])
     scores = scores.filter(pc.is_in(scores["split"], pa.array(list(cfg.analyze.splits))))
     vlm = np.stack(scores["vlm_scores"].to_numpy(zero_copy_only=False))
-    flagged = json.loads((analysis / "summary.json").read_text()).get("trust", {}).get("unreliable_concepts", [])
-    return trust_check_section(vlm, json.loads((analysis / "concepts.json").read_text())["concepts"],
-                               truth.present_of(scores["id"].to_numpy(zero_copy_only=False)), truth.concepts,
-                               list(flagged))
+    summary = json.loads((analysis / "summary.json").read_text())
+    names = list(json.loads((analysis / "concepts.json").read_text())["concepts"])
+    stats = np.load(analysis / "concepts.npz")
+    probes = analysis / "probes.json"
+    raw = np.array([np.nan if v.get("threshold") is None else v["threshold"] for v in
+                    json.loads(probes.read_text())["concepts"].values()]) if probes.is_file() else None
+    called = presence(vlm, stats["vlm_mean"], stats["vlm_std"], concept_groups(names),
+                      cfg.analyze.presence_threshold, raw)
+    cells = risk_ratio_rows(pq.read_table(analysis / "heatmaps_vlm.parquet"))
+    shown = [(r["class"], r["concept"]) for r in cells.to_pylist() if r["significant"] and r.get("reliable", True)]
+    sentences = []
+    if (run / "explain" / "sentences.parquet").is_file():
+        table = pq.read_table(run / "explain" / "sentences.parquet")
+        sentences = [r for r in table.to_pylist() if r["shown"] and r["default"]]
+    recipe, unseen = observer_recipe(cfg)
+    section = observer_section(vlm, called, names, truth.present_of(scores["id"].to_numpy(zero_copy_only=False)),
+                               truth.concepts, list(summary.get("trust", {}).get("unreliable_concepts", [])),
+                               zero_shot=summary["zero_shot_accuracy"]["vlm"], recipe=recipe, unseen_groups=unseen,
+                               presented=shown, sentences=sentences)
+    if (out / "ground_truth.parquet").is_file():
+        section["blame_agreement"] = blame_agreement(cells, pq.read_table(out / "ground_truth.parquet"))
+    return section
 
 
 def unscorable_concepts(analysis: Path, truth: WorldTruth) -> str | None:
@@ -148,7 +178,7 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
         else:
             card["semantic"] = semantic(cfg, truth, analysis, planted, out) | {"skipped": skipped}
         card["localisation"] = localisation(cfg, truth, analysis, planted) | {"skipped": skipped}
-        card["trust_check"] = trust_check(cfg, truth, analysis)
+        card["observer"] = observer(cfg, truth, run, out)
     else:
         for name in ("semantic", "localisation"):
             card["absent"][name] = f"no `analyze` outputs in {analysis} (run `conceptlens analyze`)"
@@ -224,8 +254,9 @@ def run(cfg: Config) -> dict:
         logged = card | ({"rootcause": {k: v for k, v in card["rootcause"].items() if k != "pipelines"}
                           | {"chosen_scores": card["rootcause"]["pipelines"][card["rootcause"]["chosen"]]}}
                          if "rootcause" in card else {})  # one pipeline's scores: the others are in scorecard.json
-        if "trust_check" in card:  # its per-concept lines (names with '=') stay in scorecard.json
-            logged["trust_check"] = {k: card["trust_check"][k] for k in ("precision", "recall")}
+        if "observer" in card:  # its per-concept lines (names with '=') stay in scorecard.json
+            logged["observer"] = {k: card["observer"][k] for k in ("zero_shot", "mean_auroc", "mean_agreement",
+                                                                   "seen_flagged_share")}
         log_results(logged, out / "scorecard.json", out / "metrics.json", out / "ground_truth.parquet",
                     out / FILTER_SCORES)
     return card

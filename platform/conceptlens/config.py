@@ -85,9 +85,35 @@ class ClassifierConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4))
 
 
+class VLMRecipe(str, Enum):
+    """How the tiny CLIP is trained (``vlm.recipe``): a ladder of observers, from an oracle to a realistic CLIP."""
+    supervised = "supervised"  # every attribute group labelled, text aligned to the concept prompts: the upper bound
+    captions = "captions"  # contrastive on web captions (few, noisy, some groups never said): no attribute label
+    shifted = "shifted"  # captions, trained on a restyled world and used on the normal one
+
+
+@dataclass
+class CaptionsConfig:
+    """The web captions of the realistic observers (``vlm.recipe: captions | shifted``)."""
+    mention: float = 0.3  # probability that a caption mentions an attribute group
+    noise: float = 0.1  # share of the mentioned values that are wrong
+    unseen: Optional[List[str]] = None  # groups no caption ever mentions; None = the synonym file's `unseen` (one group)
+    name_class: float = 0.9  # probability that a caption names the object's class
+    synonyms: Optional[str] = None  # a YAML of phrasings (as recipes/web_captions.yaml, the default)
+
+
 @dataclass
 class VLMConfig:
     arch: str = "conceptworld-tiny"  # an open_clip architecture name
+    # how the tiny CLIP is trained: supervised (every attribute group labelled: the upper bound) | captions
+    # (contrastive on web captions, no attribute label) | shifted (captions, trained on a restyled world)
+    recipe: VLMRecipe = VLMRecipe.supervised
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+    # captions | shifted: the vision tower pre-trained on class labels only (one epoch: longer makes it blind to
+    # everything but the class, and captions cannot teach it back), then both towers trained contrastively
+    class_pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=128, lr=2e-3))
+    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=256, lr=2e-3,
+                                                                         weight_decay=0.05, precision="fp32"))
     pretrained: Optional[str] = None  # an open_clip pretrained tag (e.g. openai) or a checkpoint file
     model_config: Optional[str] = None  # a custom open_clip model config (JSON) registering `arch`
     preprocess: Optional[str] = None  # as classifier.preprocess; None = the mean/std of the model's open_clip config
@@ -161,7 +187,11 @@ class AnalyzeConfig:
     alpha: float = 0.05  # false discovery rate of the differential tests (Benjamini-Hochberg)
     top: int = 5  # responsible concepts named per class
     min_vlm_skill: float = 0.2  # trust check: VLM zero-shot skill over chance, (acc - 1/K) / (1 - 1/K), below = unreliable
-    max_absence_r: float = 0.8  # trust check: a concept whose VLM score correlates this much with the absence prompt's is unreliable
+    max_absence_r: float = 0.6  # trust check: a concept whose VLM score correlates this much with the absence prompt's is unreliable
+    # concept probes: a folder with a sub-folder of example images per concept (or a manifest: path, label = concept);
+    # they calibrate each concept's detector and correct the risk ratios for its error rates (None: no probes)
+    probes: Optional[str] = None
+    min_probe_j: float = 0.5  # a probed concept whose detector's sensitivity + specificity − 1 is below this is unreliable
     batch_size: int = 1024
     num_cpus: float = 0.5  # per scoring task
 
@@ -269,7 +299,7 @@ class RootcauseConfig:
 class ExplainConfig:
     embeddings: Optional[str] = None  # an embeddings table (Parquet folder); None = this run's `embed` output
     splits: List[str] = field(default_factory=lambda: ["calib", "test"])  # the hard (misclassified) and easy rows
-    bank: Optional[str] = None  # a sentence-bank YAML; None = the bundled ConceptWorld bank
+    bank: Optional[str] = None  # a sentence-bank YAML or a bundled name (conceptworld, conceptworld-user); None = conceptworld
     clusters: str = "rootcause"  # the hard clusters: `rootcause` (its chosen pipeline) or `kmeans` (VLM space)
     k: int = 8  # clusters when clusters=kmeans
     method: str = "fpdiff"  # the method whose sentences are shown: tops, setdiff, pdiff or fpdiff
@@ -430,13 +460,18 @@ def world_key(world: WorldConfig) -> dict:
     return out
 
 
-KEYED_LATER = ("preprocess",)  # model fields added after caches were keyed
+KEYED_LATER = ("preprocess", "recipe")  # model fields added after caches were keyed
+REALISTIC_ONLY = ("captions", "class_pretrain", "contrastive")  # vlm fields only the realistic recipes read
 
 
 def model_key(section: Any) -> dict:
     """What a model's cache key depends on: the ``classifier`` or ``vlm`` section as a dict, without the fields of
-    :data:`KEYED_LATER` left at their defaults (so models cached before such a field existed keep their keys)."""
+    :data:`KEYED_LATER` left at their defaults (so models cached before such a field existed keep their keys) and,
+    for a ``supervised`` VLM, without the fields only the realistic recipes read."""
     out, defaults = to_dict(section), to_dict(type(section)())
+    if out.get("recipe", VLMRecipe.captions) == VLMRecipe.supervised:
+        for name in REALISTIC_ONLY:
+            out.pop(name, None)
     for name in KEYED_LATER:
         if name in out and out[name] == defaults[name]:
             out.pop(name)

@@ -139,7 +139,7 @@ def _tiny_vlm(tmp_path):
 
 
 def test_the_trust_check_is_scored_on_what_the_vlm_truly_cannot_see():
-    from conceptlens.evaluation.trust_check import trust_check_section
+    from conceptlens.evaluation.observer import observer_section
 
     rng = np.random.default_rng(0)
     present = rng.random((400, 3)) < 0.5
@@ -147,9 +147,13 @@ def test_the_trust_check_is_scored_on_what_the_vlm_truly_cannot_see():
                        rng.normal(0, 1, 400),  # blind
                        present[:, 2] + rng.normal(0, 0.3, 400)], 1)  # seen
     names = ["a=1", "b=1", "c=1"]
-    out = trust_check_section(scores, names, present, names, flagged=["c=1"])
-    assert out["blind"] == ["b=1"] and out["missed"] == ["b=1"] and out["false_flags"] == ["c=1"]
-    assert out["precision"] == 0.0 and out["recall"] == 0.0 and out["concepts"]["a=1"]["auroc"] > 0.9
-    out = trust_check_section(scores, names, present, names, flagged=["b=1"])
-    assert out["caught"] == ["b=1"] and out["precision"] == 1.0 and out["recall"] == 1.0
 
+    def scored(flagged):
+        return observer_section(scores, scores > 0.5, names, present, names, flagged, zero_shot=0.9,
+                                recipe="supervised", unseen_groups=[], presented=[], sentences=[])
+
+    out = scored(["c=1"])
+    assert out["blind"] == ["b=1"] and out["missed"] == ["b=1"] and out["false_flags"] == ["c=1"]
+    assert out["seen_flagged_share"] == 0.5 and out["concepts"]["a=1"]["auroc"] > 0.9 and out["upper_bound"]
+    out = scored(["b=1"])
+    assert out["caught"] == ["b=1"] and out["missed"] == [] and out["seen_flagged"] == []

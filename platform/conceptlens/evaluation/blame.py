@@ -181,3 +181,18 @@ def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], con
                     for scope, (called, found) in scopes.items()}
             out["planted"][s.name][cls] = rank["all"] | {"rank_reliable": rank["reliable"]["rank"]}
     return out
+
+
+def blame_agreement(analysis: pa.Table, truth: pa.Table) -> dict[str, float]:
+    """Per concept the truth has, the share of classes where the analysis's presented call (``analysis``: risk-ratio
+    rows with ``significant`` and ``reliable``) says what the truth's does: blamed the same way, or not blamed where
+    the truth finds nothing. How right the blame of each concept is, to set beside how well the observer sees it."""
+    classes = list(dict.fromkeys(truth["class"].to_pylist()))
+    concepts = list(dict.fromkeys(truth["concept"].to_pylist()))
+    value, true_value = cells(analysis, classes, concepts, "value"), cells(truth, classes, concepts, "value")
+    called = np.nan_to_num(cells(analysis, classes, concepts, "significant")) > 0
+    if "reliable" in analysis.column_names:
+        called &= np.nan_to_num(cells(analysis, classes, concepts, "reliable"), nan=1.0) > 0
+    true = np.nan_to_num(cells(truth, classes, concepts, "significant")) > 0
+    right = np.where(true, called & (np.sign(value) == np.sign(true_value)), ~called)
+    return {c: float(right[:, j].mean()) for j, c in enumerate(concepts)}

@@ -15,6 +15,9 @@
   its cluster (rank 1), and no distractor is shown as a failure mode;
 * the runtime filter (:mod:`conceptlens.evaluation.runtime`): misclassification AUROC ≥ 0.90 above every
   baseline, PGD ε = 8/255 ≥ 0.95, false alarms on test within ±1.5 points of the target, unseen attacks ≥ 0.90;
+* the observer (:mod:`conceptlens.evaluation.observer`): every concept it is blind to (AUROC < 0.70) flagged by
+  the trust check, at most 10 % of those it sees (≥ 0.85) flagged, no distractor or unseen-group concept presented
+  as a finding or in a sentence shown;
 * neurons: the planted attribute of every spurious correlation is the top concept of its class's top voted
   neuron; the retrained head lifts that slice by ≥ 10 points at ≤ 1 point of overall accuracy without a
   planted slice getting worse beyond chance (head retraining), and the retaining-ratio edit beats plain
@@ -23,6 +26,7 @@
 from __future__ import annotations
 
 from conceptlens.evaluation.neurons import MAX_OVERALL_COST, neuron_goals
+from conceptlens.evaluation.observer import observer_goals
 from conceptlens.evaluation.runtime import filter_goals
 from conceptlens.pipeline.stats import wilson
 
@@ -72,6 +76,8 @@ def goals(card: dict) -> dict:
             out[f"sentence_first.{name}"] = {"value": rank, "target": 1, "met": rank == 1}
         shown = card["explain"]["distractors"][default]["shown"]
         out["no_distractor_shown"] = {"value": shown, "target": 0, "met": shown == 0}
+    if "observer" in card:
+        out |= observer_goals(card["observer"])
     if "neurons" in card:
         out |= neuron_goals(card["neurons"])
     if "filter" in card:
@@ -84,6 +90,19 @@ def render_goals(found: dict) -> list[str]:
     lines = [f"goals ({RECOMMENDED_SOURCE} source, {PRESENTED} cells): "
              f"{sum(g['met'] for g in found.values())} of {len(found)} met"]
     for name, g in found.items():
+        if name == "observer_flags_blind":
+            state = "met" if g["met"] else f"NOT MET: missed {', '.join(g['missed'])}"
+            lines.append(f"  {name:<44} {g['value']} of {g['n']} blind concepts flagged {state}")
+            continue
+        if name == "observer_seen_not_flagged":
+            share = "–" if g["value"] is None else f"{g['value']:.2f}"
+            lines.append(f"  {name:<44} {share} of the seen concepts flagged (goal ≤ {g['target']:.2f}) "
+                         f"{'met' if g['met'] else 'NOT MET: ' + ', '.join(g['flagged'])}")
+            continue
+        if name == "observer_hides_unseen":
+            state = "met" if g["met"] else f"NOT MET: {g['value']} shown, e.g. {'; '.join(g['examples'][:2])}"
+            lines.append(f"  {name:<44} {state}")
+            continue
         if name == "no_distractor_shown":
             state = "met" if g["met"] else f"NOT MET: {g['value']} shown"
             lines.append(f"  {name:<44} {state}")

@@ -41,11 +41,8 @@ def render_scorecard(card: dict) -> str:
             for cls in per_class:
                 ranks = ", ".join(f"{src} {_rank(sem[src]['planted'][name][cls])}" for src in SOURCES)
                 lines.append(f"    {name:<{width}}{cls:<10}{ranks}")
-    if "trust_check" in card:
-        t = card["trust_check"]
-        lines.append(f"trust check vs truth (a concept is blind when the VLM retrieves it with AUROC < "
-                     f"{t['blind_auroc']}): flagged {len(t['flagged'])}, blind {len(t['blind'])}; caught {t['caught'] or 'none'}, "
-                     f"missed {t['missed'] or 'none'}, false flags {t['false_flags'] or 'none'}")
+    if "observer" in card:
+        lines += observer_lines(card["observer"])
     if "localisation" in card:
         lines.append("fault localisation (analysed rows): errors blamed on encoder / head"
                      + ("" if card["localisation"]["reliable"] else " (unreliable: the VLM does not see the classes)"))
@@ -79,6 +76,24 @@ def render_scorecard(card: dict) -> str:
     if card.get("goals"):
         lines += render_goals(card["goals"])
     return "\n".join(lines)
+
+
+def observer_lines(o: dict) -> list[str]:
+    """The observer's quality per concept and the trust check against the truth."""
+    bound = " (the upper bound: told every attribute; a user's CLIP is not)" if o["upper_bound"] else ""
+    lines = [f"observer: {o['recipe']}{bound}; zero-shot class accuracy {_num(o['zero_shot'])}, mean retrieval AUROC "
+             f"{_num(o['mean_auroc'])}, mean presence agreement {_num(o['mean_agreement'])}"
+             + (f"; never told: {', '.join(o['unseen_groups'])}" if o["unseen_groups"] else ""),
+             f"  {'concept':<26}{'AUROC':>7}{'agree':>7}  trust check"]
+    for c, e in o["concepts"].items():
+        kind = "" if e["kind"] == "attribute" else f" ({e['kind'].replace('_', ' ')})"
+        lines.append(f"  {c:<26}{_num(e['auroc']):>7}{_num(e['agreement']):>7}  "
+                     f"{'flagged' if e['flagged'] else 'backed'}{kind}")
+    lines.append(f"  trust check vs truth: blind (AUROC < {o['blind_auroc']}) {len(o['blind'])}, caught "
+                 f"{len(o['caught'])}, missed {o['missed'] or 'none'}; seen (≥ {o['seen_auroc']}) flagged "
+                 f"{len(o['seen_flagged'])} of {o['seen']}; distractor or unseen-group findings "
+                 f"{len(o['presented_hidden']) + len(o['sentences_hidden'])}")
+    return lines
 
 
 def _rank(r: dict) -> str:

@@ -15,6 +15,9 @@ PHRASES = {
     "rootcause_share": ("root causes", "{0}: share of its failures in that cluster"),
     "sentence_first": ("sentences", "{0}: named by the sentence shown (rank)"),
     "no_distractor_shown": ("sentences", "distractor sentences shown as failure modes"),
+    "observer_flags_blind": ("observer", "concepts the VLM cannot see (AUROC < 0.70) flagged by the trust check"),
+    "observer_seen_not_flagged": ("observer", "share of the concepts it sees (AUROC ≥ 0.85) flagged anyway"),
+    "observer_hides_unseen": ("observer", "distractor or never-taught concepts presented as findings or in sentences"),
     "neuron_named": ("neurons", "{0}: the top neuron of {1} is named after the planted concept"),
     "head_retraining": ("neurons", "{0}: the retrained head lifts the slice (points of accuracy)"),
     "repair_beats_ce": ("neurons", "{0}: the retaining-ratio edit above plain cross-entropy (points, paired)"),
@@ -48,8 +51,15 @@ def goal_row(name: str, goal: dict) -> dict:
         row["value"] = "not found" if goal.get("value") is None else f"rank {goal['value']}"
     elif prefix == "neuron_named":
         row["target"] = _text(goal.get("target"))
-    elif prefix == "no_distractor_shown":
+    elif prefix in ("no_distractor_shown", "observer_hides_unseen"):
         row["target"] = "0"
+        row["note"] = "; ".join(goal.get("examples", []))
+    elif prefix == "observer_flags_blind":
+        row["value"], row["target"] = f"{goal['value']} of {goal['n']}", f"{goal['n']} of {goal['n']}"
+        row["note"] = f"missed: {', '.join(goal['missed'])}" if goal.get("missed") else ""
+    elif prefix == "observer_seen_not_flagged":
+        row["target"] = f"≤ {_text(goal.get('target'))}"
+        row["note"] = ", ".join(goal.get("flagged", []))
     elif prefix == "filter_false_alarms":
         row["target"] = f"within ±{_text(goal.get('target'))}"
         row["value"] = "–" if goal.get("value") is None else f"{goal['value']:+.2f}"
@@ -73,7 +83,8 @@ def goal_row(name: str, goal: dict) -> dict:
 
 
 def scorecard_summary(card: dict) -> dict:
-    """``{"run", "met", "total", "goals": [goal rows], "tables": [{"title", "columns", "rows"}], "absent": [text]}``
+    """``{"run", "met", "total", "goals": [goal rows], "tables": [{"title", "columns", "rows"}], "plots": [scatter
+    data], "absent": [text]}``
     from ``evaluate``'s ``scorecard.json``: everything as text, ready to render."""
     goals = [goal_row(name, g) for name, g in card.get("goals", {}).items()]
     tables = []
@@ -86,5 +97,38 @@ def scorecard_summary(card: dict) -> dict:
             "rows": [[name, s.get("kind", ""), ", ".join(s.get("classes", [])), _text(s.get("attribute")),
                       _text(s.get("n")), _text(s.get("accuracy")), _text(s.get("gap")), _text(s.get("planted"))]
                      for name, s in world["scenarios"].items()]})
+    plots = []
+    if card.get("observer"):
+        table, plots = observer_view(card["observer"])
+        tables.append(table)
     return {"run": card.get("run"), "met": sum(g["met"] for g in goals), "total": len(goals), "goals": goals,
-            "tables": tables, "absent": [f"{name}: {why}" for name, why in card.get("absent", {}).items()]}
+            "tables": tables, "plots": plots,
+            "absent": [f"{name}: {why}" for name, why in card.get("absent", {}).items()]}
+
+
+def observer_view(o: dict) -> tuple[dict, list[dict]]:
+    """The observer's table (per concept: how well the VLM sees it, the trust check's verdict, how right its blame
+    came out) and two scatter plots as data (``{"title", "xlabel", "ylabel", "points": [{"label", "x", "y",
+    "flagged"}]}``): the observer's quality per concept, and fidelity against it."""
+    bound = " — the upper bound: trained with every attribute labelled, no user's CLIP is" if o["upper_bound"] else ""
+    blame = o.get("blame_agreement", {})
+    table = {"title": f"the observer: {o['recipe']}{bound} (zero-shot class accuracy {_text(o['zero_shot'])}, mean "
+                      f"retrieval AUROC {_text(o['mean_auroc'])}" +
+                      (f"; never taught: {', '.join(o['unseen_groups'])}" if o["unseen_groups"] else "") + ")",
+             "columns": ["concept", "kind", "retrieval AUROC", "presence agreement", "trust check",
+                         "blame right (share of classes)"],
+             "rows": [[c, e["kind"].replace("_", " "), _text(e["auroc"]), _text(e["agreement"]),
+                       "flagged" if e["flagged"] else "backed", _text(blame.get(c))] for c, e in o["concepts"].items()]}
+    scored = [(c, e) for c, e in o["concepts"].items() if e["auroc"] is not None]
+    verdict = {True: "flagged", False: "backed"}
+    plots = [{"title": "observer quality per concept (red: flagged by the trust check)",
+              "xlabel": "retrieval AUROC against the truth", "ylabel": "presence agreement",
+              "points": [{"label": f"{c}: AUROC {e['auroc']:.2f}, agreement {e['agreement']:.2f}, {verdict[e['flagged']]}",
+                          "x": e["auroc"], "y": e["agreement"], "flagged": e["flagged"]} for c, e in scored]}]
+    if blame:
+        plots.append({"title": "fidelity against observer quality (red: flagged)",
+                      "xlabel": "retrieval AUROC of the concept", "ylabel": "blame right (share of classes)",
+                      "points": [{"label": f"{c}: AUROC {e['auroc']:.2f}, blame right in {blame[c]:.0%} of classes, "
+                                           f"{verdict[e['flagged']]}", "x": e["auroc"], "y": blame[c],
+                                  "flagged": e["flagged"]} for c, e in scored if c in blame]})
+    return table, plots

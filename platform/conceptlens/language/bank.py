@@ -57,10 +57,14 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Vocabulary":
-        """A vocabulary YAML (None: the bundled ConceptWorld one); ValueError naming the key that is wrong."""
+        """A vocabulary YAML or the name of a bundled one (``conceptworld``, ``conceptworld-user``; None: the bundled
+        ConceptWorld one); ValueError naming the key that is wrong."""
         path = Path(path) if path else BUNDLED
+        if not path.suffix and (BUNDLED.parent / f"{path}.yaml").is_file():
+            path = BUNDLED.parent / f"{path}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"sentence bank {path} does not exist (explain.bank)")
+            bundled = sorted(p.stem for p in BUNDLED.parent.glob("*.yaml"))
+            raise FileNotFoundError(f"sentence bank {path} is neither a file nor a bundled bank {bundled} (explain.bank)")
         raw = yaml.safe_load(path.read_text()) or {}
         unknown = sorted(set(raw) - VOCABULARY_KEYS)
         if unknown:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from conceptlens.config import Config, config_hash, model_key, world_key
+from conceptlens.config import Config, VLMRecipe, config_hash, model_key, world_key
 from conceptlens.models import build_classifier, build_vlm, save_classifier, save_vlm
 from conceptlens.pipeline.runs import Progress
 from conceptlens.recipes.data import load_images
@@ -41,6 +41,35 @@ def model_seed(cfg: Config) -> int:
     return cfg.world.seed if cfg.world.model_seed is None else cfg.world.model_seed
 
 
+def _generate_cached(root: Path, what: str, log: Log, **generate) -> Path:
+    """``generate_world(root, **generate)`` unless ``root`` holds a complete world; written under a temporary name
+    and renamed when complete."""
+    tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    drawn = Progress(f"{what}: drawn", sum(generate["split_sizes"].values()), unit="images", log=log)
+    generate_world(tmp, progress=lambda done, total: drawn.update(done - drawn.done), **generate)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished the same world first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"{what}: wrote {sum(generate['split_sizes'].values())} images to {root}")
+    return root
+
+
+def ensure_restyled_vlm_split(cfg: Config, log: Log = print) -> Path:
+    """The world's ``vlm`` split drawn again in the ``restyled`` style (same scenes, another look): what the
+    ``shifted`` observer is trained on (cached)."""
+    key = {"seed": cfg.world.seed, "image_size": cfg.world.image_size, "vlm": cfg.world.splits.get("vlm", 0),
+           "style": "restyled"}
+    root = Path(cfg.run.cache_dir) / "worlds" / config_hash(key, WORLD_VERSION)
+    if (root / "manifest.parquet").is_file():
+        log(f"restyled vlm split: reusing {root}")
+        return root
+    return _generate_cached(root, "restyled vlm split", log, seed=cfg.world.seed, image_size=cfg.world.image_size,
+                            split_sizes={"vlm": key["vlm"]}, scenarios=[], workers=cfg.run.workers or None,
+                            style="restyled")
+
+
 def ensure_world(cfg: Config, log: Log = print) -> Path:
     """The folder of the world ``cfg.world`` describes, generated if not cached. A cached world written before
     the truth had its own file is split in place (:func:`~conceptlens.world.split_truth`): same hash, same models."""
@@ -50,18 +79,9 @@ def ensure_world(cfg: Config, log: Log = print) -> Path:
         split = split_truth(root)
         log(f"world: reusing {root}" + (" (moved its truth out of manifest.parquet into truth.parquet)" if split else ""))
         return root
-    tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    drawn = Progress("world: drawn", sum(cfg.world.splits.values()), unit="images", log=log)
-    generate_world(tmp, seed=cfg.world.seed, image_size=cfg.world.image_size, split_sizes=dict(cfg.world.splits),
-                   scenarios=scenarios_of(cfg), workers=cfg.run.workers or None,
-                   progress=lambda done, total: drawn.update(done - drawn.done))
-    try:
-        tmp.rename(root)
-    except OSError:  # another process finished the same world first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    log(f"world: wrote {sum(cfg.world.splits.values())} images to {root}")
-    return root
+    return _generate_cached(root, "world", log, seed=cfg.world.seed, image_size=cfg.world.image_size,
+                            split_sizes=dict(cfg.world.splits), scenarios=scenarios_of(cfg),
+                            workers=cfg.run.workers or None)
 
 
 def _cached(path: Path, train: Callable[[Path], dict], log: Log, what: str) -> Path:
@@ -108,7 +128,8 @@ def ensure_classifier(cfg: Config, world: Path, device: torch.device, log: Log =
 
 
 def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print) -> Path | str | None:
-    """Pretrained weights if configured, else a tiny CLIP trained on the world's ``vlm`` split (cached)."""
+    """Pretrained weights if configured, else a tiny CLIP trained on the world's ``vlm`` split by ``vlm.recipe``
+    (cached; ``shifted`` trains on the split drawn in the restyled style)."""
     if cfg.vlm.pretrained:
         return cfg.vlm.pretrained
     # scenarios bend only the classifier's split: the vlm split, and so the VLM, depend on these alone
@@ -118,11 +139,13 @@ def ensure_vlm(cfg: Config, world: Path, device: torch.device, log: Log = print)
     path = Path(cfg.run.cache_dir) / "models" / f"vlm-{config_hash(vlm_split, RECIPE_VERSION, model_key(cfg.vlm))}.pt"
 
     def train(tmp: Path) -> dict:
-        data = split_arrays(world, "vlm")
+        source = ensure_restyled_vlm_split(cfg, log) if cfg.vlm.recipe == VLMRecipe.shifted else world
+        data = split_arrays(source, "vlm")
         images = load_images(data["paths"])
         torch.manual_seed(model_seed(cfg))
         vlm = build_vlm(cfg.vlm.arch, model_config=cfg.vlm.model_config, preprocess=cfg.vlm.preprocess)
-        log(f"tiny CLIP: training {cfg.vlm.arch} on {len(data['labels'])} captioned images ({device})")
+        log(f"tiny CLIP: training {cfg.vlm.arch} ({cfg.vlm.recipe.value} recipe) on {len(data['labels'])} "
+            f"images ({device})")
         info = train_clip(vlm, images, data["labels"], data["attributes"], cfg.vlm,
                           device=device, seed=model_seed(cfg), log=log)
         save_vlm(vlm.cpu(), tmp)

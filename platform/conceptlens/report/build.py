@@ -16,6 +16,7 @@ from conceptlens.report.outputs import read_json
 from conceptlens.report.overview import classes_of, overview
 from conceptlens.report.page import render
 from conceptlens.report.runtime_filter import runtime_filter
+from conceptlens.report.svg import PALETTE, line_chart
 
 
 def scorecard(run: Path) -> dict | None:
@@ -25,7 +26,18 @@ def scorecard(run: Path) -> dict | None:
         return None
     from conceptlens.evaluation.summary import scorecard_summary
 
-    return scorecard_summary(card)
+    summary = scorecard_summary(card)
+    summary["figures"] = [scatter(plot) for plot in summary.pop("plots")]
+    return summary
+
+
+def scatter(plot: dict):
+    """A scatter of ``{"title", "xlabel", "ylabel", "points": [{"label", "x", "y", "flagged"}]}`` on [0.4, 1] ×
+    [0, 1], flagged points red."""
+    return line_chart([], title=plot["title"], xlabel=plot["xlabel"], ylabel=plot["ylabel"], x_range=(0.4, 1.0),
+                      y_range=(0.0, 1.0), marks=[{"label": p["label"], "x": max(p["x"], 0.4), "y": p["y"],
+                                                   "colour": PALETTE[1] if p["flagged"] else PALETTE[0]}
+                                                  for p in plot["points"]])
 
 
 # id, title, the command whose folder it reads, builder(run) -> content or None

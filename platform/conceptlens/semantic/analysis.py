@@ -36,9 +36,11 @@ class ConceptAnalysis:
     """Streams scored batches (``label_index``, ``prediction``, ``<source>_scores``, ``<source>_zero_shot``)."""
 
     def __init__(self, classes: list[str], concepts: list[str], *, presence_threshold: float = 1.0,
-                 alpha: float = 0.05, top: int = 5):
+                 alpha: float = 0.05, top: int = 5, calibration=None):
         self.classes, self.concepts, self.alpha, self.top = list(classes), list(concepts), alpha, top
-        self.heatmaps = {s: HeatmapAccumulator(classes, concepts, presence_threshold) for s in SOURCES}
+        # the probes calibrate the VLM's detectors: the aligned source (the classifier's view) keeps its z-scores
+        self.heatmaps = {s: HeatmapAccumulator(classes, concepts, presence_threshold,
+                                               calibration if s == "vlm" else None) for s in SOURCES}
         self.faults = FaultSummary(len(classes))
         self.zero_shot_hits = dict.fromkeys(SOURCES, 0)
         self.rows = 0

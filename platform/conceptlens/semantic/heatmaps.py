@@ -14,6 +14,9 @@ Scores are standardised per concept (z-scores over the analysed rows). Kinds (ME
 * ``risk_ratio``: log of how much more often a class fails with the concept present than absent,
   Fisher-tested per cell, Benjamini–Hochberg across cells: the ranking of responsible concepts.
 
+With concept probes (:mod:`conceptlens.semantic.probes`) a probed free-standing concept is present above its
+probe threshold instead, and its risk ratios are corrected for the detector's measured error rates.
+
 Mean cells carry 95 % normal intervals, frequencies Wilson intervals. Everything is computed
 from per-cell counts, sums and sums of squares, so memory does not grow with the rows:
 :class:`HeatmapAccumulator` takes one batch at a time (pass 1: moments; pass 2: presence).
@@ -29,6 +32,7 @@ from scipy import stats
 
 from conceptlens.models import concept_groups, two_valued
 from conceptlens.pipeline.stats import bh_qvalues, wilson
+from conceptlens.semantic.probes import corrected_share
 
 Z95 = 1.959964
 MEAN_GROUPS = ("ground_truth", "output", "correct", "incorrect")
@@ -59,13 +63,17 @@ class Moments:
 
 
 def presence(scores: np.ndarray, mean: np.ndarray, std: np.ndarray, groups: list[list[int]],
-             threshold: float) -> np.ndarray:
+             threshold: float, raw_thresholds: np.ndarray | None = None) -> np.ndarray:
     """Which concepts each row shows, ``bool (N, C)`` from raw scores ``(N, C)``: the top-scoring value of each
     exclusive group (raw cosine, not z-scores: a z-score would rank a value by how unusual it is in these
     rows rather than by how well it describes the image); free-standing concepts whose z-score (``mean``,
-    ``std`` per concept) exceeds ``threshold``."""
+    ``std`` per concept) exceeds ``threshold``, or, where ``raw_thresholds`` (C,) is finite (a probe
+    calibration), whose raw score exceeds it."""
     scores = np.asarray(scores, np.float64)
     present = (scores - mean) / std > threshold
+    if raw_thresholds is not None:
+        calibrated = np.isfinite(raw_thresholds)
+        present[:, calibrated] = scores[:, calibrated] > raw_thresholds[calibrated]
     rows = np.arange(len(scores))
     for members in groups:
         present[:, members] = False
@@ -78,11 +86,14 @@ class HeatmapAccumulator:
 
     Pass 1: ``update(scores, labels, predictions)`` for every batch. Then ``freeze()`` fixes the
     per-concept mean and std. Pass 2: ``update_presence(...)`` for every batch. Then ``tables()``.
-    ``presence_threshold``: the z-score above which a free-standing concept counts as present.
+    ``presence_threshold``: the z-score above which a free-standing concept counts as present; ``calibration``
+    (:class:`~conceptlens.semantic.probes.Calibration`, optional): probe thresholds and error rates.
     """
 
-    def __init__(self, classes: list[str], concepts: list[str], presence_threshold: float = 1.0):
+    def __init__(self, classes: list[str], concepts: list[str], presence_threshold: float = 1.0,
+                 calibration=None):
         self.classes, self.concepts, self.threshold = list(classes), list(concepts), presence_threshold
+        self.calibration = calibration
         self.groups = concept_groups(self.concepts)
         k, c = len(classes), len(concepts)
         self.all = Moments(1, c)
@@ -110,7 +121,8 @@ class HeatmapAccumulator:
 
     def presence(self, scores: np.ndarray) -> np.ndarray:
         """:func:`presence` with the frozen statistics."""
-        return presence(scores, self.mu, self.sigma, self.groups, self.threshold)
+        raw = self.calibration.threshold if self.calibration is not None else None
+        return presence(scores, self.mu, self.sigma, self.groups, self.threshold, raw)
 
     def update_presence(self, scores: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
         present = self.presence(scores).astype(np.float64)
@@ -154,12 +166,20 @@ class HeatmapAccumulator:
     def risk_ratios(self) -> dict[str, np.ndarray]:
         """Per (class, concept): ``value`` = log of how much more often the class fails when the concept
         is present than when it is absent (binarized presence, +0.5 smoothing), a 95 % interval, and
-        Fisher's exact p-value of the 2×2 table (present/absent × correct/incorrect)."""
+        Fisher's exact p-value of the 2×2 table (present/absent × correct/incorrect). With a probe calibration,
+        the value and interval come from the table corrected for the detector's error rates, the p-value from the
+        detected one (:mod:`conceptlens.semantic.probes`)."""
         n_good = self.moments["correct"].n[:, None]
         n_bad = self.moments["incorrect"].n[:, None]
         a, b = self.present["incorrect"], self.present["correct"]  # present: failed, fine
         c, d = n_bad - a, n_good - b  # absent: failed, fine
-        sa, sb, sc, sd = a + 0.5, b + 0.5, c + 0.5, d + 0.5
+        ca, cb = a, b
+        if self.calibration is not None:
+            se, sp = self.calibration.se[None, :], self.calibration.sp[None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ca = np.nan_to_num(n_bad * corrected_share(a / n_bad, se, sp))
+                cb = np.nan_to_num(n_good * corrected_share(b / n_good, se, sp))
+        sa, sb, sc, sd = ca + 0.5, cb + 0.5, n_bad - ca + 0.5, n_good - cb + 0.5
         value = np.log(sa / (sa + sb)) - np.log(sc / (sc + sd))
         half = Z95 * np.sqrt(1 / sa - 1 / (sa + sb) + 1 / sc - 1 / (sc + sd))
         p = np.full(value.shape, np.nan)

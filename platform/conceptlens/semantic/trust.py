@@ -14,7 +14,10 @@ then every heatmap still comes out looking like a finding. Before results are pr
   analysed images we correlate the VLM's score for the concept with its score for the absence
   prompt. Where the correlation reaches ``max_absence_r`` (0.8), the concept's score is mostly the
   absence prompt's score again: it ranks images by how much they look like "an object", not by
-  the concept, so cells and blame about that concept are marked unreliable.
+  the concept, so cells and blame about that concept are marked unreliable. A value of a two-valued group
+  (``lighting=dark``/``lighting=bright``) is judged with its pair: the pair is seen when either value is.
+  ``max_absence_r`` is 0.6: on the ``captions`` observer (issue 27) the concepts it retrieves with AUROC under 0.70
+  correlate 0.62 or more, and its distractors 0.70 or more.
   On ConceptWorld's tiny CLIP this flags ``pattern=plain`` (r 0.90; its truth retrieval AUROC is
   0.50) and ``occlusion=visible`` (r 0.83, the default state of every object); every other value
   stays below r 0.55.
@@ -22,11 +25,12 @@ then every heatmap still comes out looking like a finding. Before results are pr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from conceptlens.models import two_valued
 from conceptlens.pipeline.stats import skill as zero_shot_skill
 
 
@@ -68,6 +72,8 @@ class Trust:
     min_skill: float = 0.2
     max_absence_r: float = 0.8
     rows: int = 0
+    probe_j: dict[str, float] = field(default_factory=dict)  # concept probes' J = se + sp − 1, where probed
+    min_probe_j: float = 0.5
 
     @property
     def skill(self) -> float:
@@ -77,12 +83,31 @@ class Trust:
     def sees_classes(self) -> bool:
         return self.skill >= self.min_skill
 
+    def _sees_alone(self, concept: str) -> bool:
+        if concept in self.probe_j:
+            return self.probe_j[concept] >= self.min_probe_j
+        return self.absence_r.get(concept, 1.0) < self.max_absence_r
+
+    def sees(self, concept: str) -> bool:
+        """Whether the VLM tells ``concept`` apart: by its probes where it has them (they measure it), else by the
+        absence check. A value of a two-valued group is present where it outscores the other value, so the pair is
+        seen as soon as either value is (a VLM that knows "dark" tells dark from bright even if "bright" means
+        nothing to it)."""
+        partner = self._partners.get(concept)
+        return self._sees_alone(concept) or (partner is not None and self._sees_alone(partner))
+
+    @property
+    def _partners(self) -> dict[str, str]:
+        names = list(self.absence_r)
+        return {names[a]: names[b] for a, b in two_valued(names).items()} | {
+            names[b]: names[a] for a, b in two_valued(names).items()}
+
     @property
     def unseen_concepts(self) -> list[str]:
-        return [c for c, r in self.absence_r.items() if r >= self.max_absence_r]
+        return [c for c in self.absence_r if not self.sees(c)]
 
     def reliable(self, concept: str) -> bool:
-        return self.sees_classes and self.absence_r.get(concept, 1.0) < self.max_absence_r
+        return self.sees_classes and self.sees(concept)
 
     def warnings(self) -> list[str]:
         """One line per problem, for the console and the outputs."""
@@ -94,8 +119,10 @@ class Trust:
                          f"classes (vlm.arch / vlm.pretrained) or class prompts it understands")
         unseen = self.unseen_concepts
         if unseen:
+            how = (f"score correlation with the absence prompt ≥ {self.max_absence_r}" +
+                   (f", or probes' J < {self.min_probe_j}" if self.probe_j else ""))
             lines.append(f"the VLM cannot tell {len(unseen)} of {len(self.absence_r)} concepts apart from their "
-                         f"absence on this data (score correlation with the absence prompt ≥ {self.max_absence_r}): "
+                         f"absence on this data ({how}): "
                          f"{', '.join(unseen[:8])}{' …' if len(unseen) > 8 else ''}; they are marked unreliable")
         return lines
 
@@ -103,6 +130,7 @@ class Trust:
         return {"vlm_zero_shot": self.zero_shot, "chance": 1 / self.classes, "skill": self.skill,
                 "min_skill": self.min_skill, "sees_classes": self.sees_classes, "rows": self.rows,
                 "absence_r": self.absence_r, "max_absence_r": self.max_absence_r,
+                "probe_j": self.probe_j, "min_probe_j": self.min_probe_j,
                 "unreliable_concepts": self.unseen_concepts, "warnings": self.warnings()}
 
 
@@ -114,12 +142,17 @@ def read_trust(analysis: Path) -> Trust | None:
     if not found:
         return None
     return Trust(found["vlm_zero_shot"], round(1 / found["chance"]), dict(found["absence_r"]),
-                 min_skill=found["min_skill"], max_absence_r=found["max_absence_r"], rows=found.get("rows", 0))
+                 min_skill=found["min_skill"], max_absence_r=found["max_absence_r"], rows=found.get("rows", 0),
+                 probe_j=dict(found.get("probe_j", {})), min_probe_j=found.get("min_probe_j", 0.5))
 
 
 def assess(zero_shot: float, classes: int, absence: AbsenceCorrelation, concepts: list[str], *,
-           min_skill: float = 0.2, max_absence_r: float = 0.8) -> Trust:
+           min_skill: float = 0.2, max_absence_r: float = 0.8, calibration=None) -> Trust:
     """Both checks from the VLM's zero-shot accuracy over ``classes`` classes and the streamed correlation of
-    each concept's VLM score with the absence prompt's, on the analysed rows."""
+    each concept's VLM score with the absence prompt's, on the analysed rows; with a probe ``calibration``
+    (:class:`~conceptlens.semantic.probes.Calibration`) each probed concept is judged by its probes instead."""
+    probe_j = {} if calibration is None else {
+        c: float(calibration.j[i]) for i, c in enumerate(calibration.concepts) if calibration.probed[i]}
     return Trust(float(zero_shot), int(classes), {c: float(r) for c, r in zip(concepts, absence.value)},
-                 min_skill=min_skill, max_absence_r=max_absence_r, rows=absence.n)
+                 min_skill=min_skill, max_absence_r=max_absence_r, rows=absence.n, probe_j=probe_j,
+                 min_probe_j=calibration.min_j if calibration is not None else 0.5)

@@ -47,12 +47,12 @@ def sample_image(seed: int, split: str, index: int, scenarios: Sequence[Scenario
 
 
 def _render_chunk(args) -> list[dict]:
-    root, seed, split, indices, scenarios, size = args
+    root, seed, split, indices, scenarios, size, style = args
     rows = []
     for i in indices:
         label, attributes, scenario, rng = sample_image(seed, split, i, scenarios)
         path = f"images/{split}/{i:06d}.png"
-        Image.fromarray(render(label, attributes, rng, size)).save(Path(root) / path, compress_level=1)
+        Image.fromarray(render(label, attributes, rng, size, style)).save(Path(root) / path, compress_level=1)
         rows.append({"id": f"{split}-{i:06d}", "path": path, "split": split, "label": label,
                      "label_index": CLASSES.index(label), "scenario": scenario,
                      "caption": caption(label, attributes), **attributes})
@@ -78,13 +78,14 @@ def truth_schema() -> pa.Schema:
 
 def generate_world(root: str | os.PathLike, *, seed: int, image_size: int, split_sizes: dict[str, int],
                    scenarios: Sequence[Scenario], workers: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> pa.Table:
+                   progress: Callable[[int, int], None] | None = None, style: str = "default") -> pa.Table:
     """Draw every split into ``root/images/<split>/`` and write ``root/truth.parquet`` and ``root/manifest.parquet``.
 
     Returns the manifest: one row per image with ``id, path`` (relative to ``root``), ``split, label, label_index``
     (:func:`manifest_schema`). The truth (:func:`truth_schema`: ``scenario``, ``None`` outside every planted
     slice, ``caption``, the attributes) goes to ``truth.parquet``, read with :func:`read_truth`.
-    The manifest is written last, so its presence marks a complete world.
+    The manifest is written last, so its presence marks a complete world. ``style``: how it looks
+    (:data:`~conceptlens.world.render.STYLES`); the same seed draws the same scenes in every style.
     """
     root = Path(root)
     unknown = set(split_sizes) - set(SPLITS)
@@ -93,7 +94,7 @@ def generate_world(root: str | os.PathLike, *, seed: int, image_size: int, split
     jobs = []
     for split, n in split_sizes.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(str(root), seed, split, range(s, min(s + 500, n)), tuple(scenarios), image_size)
+        jobs += [(str(root), seed, split, range(s, min(s + 500, n)), tuple(scenarios), image_size, style)
                  for s in range(0, n, 500)]
     total, done, rows = sum(split_sizes.values()), 0, []
     with ProcessPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 8)) as pool:
