@@ -165,7 +165,8 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
         analysis.update_presence({k: v[mask] for k, v in rows.items()})
     result = analysis.result()
     trust = assess(result.zero_shot["vlm"], len(classes), absence_r, concepts, min_skill=cfg.analyze.min_vlm_skill,
-                   max_absence_r=cfg.analyze.max_absence_r, calibration=calibration)
+                   max_absence_r=cfg.analyze.max_absence_r, min_spread=cfg.analyze.min_spread,
+                   calibration=calibration)
     return result, trust
 
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from conceptlens.cli import run_command
 from conceptlens.config import Config
 from conceptlens.jobs.analyze import class_names
+from conceptlens.language.known import names_unknown, term_sentences
 from conceptlens.language import (METHODS, Rows, SentenceBank, Settings, Vocabulary, build_bank, compose_negations,
                                   describe_clusters, embed_bank, method_metrics, near_easy_clusters, pick_rows,
                                   reference_set, retrieved_rows, universe,
@@ -41,6 +42,7 @@ from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.report.figures import plot_curves, plot_montage
 from conceptlens.semantic import read_trust
+from conceptlens.semantic.trust import AbsenceCorrelation, Trust
 
 CLUSTER_SOURCES = ("rootcause", "kmeans")
 EASY_SETS = ("classes", "all")
@@ -175,8 +177,12 @@ def explain(cfg: Config) -> dict:
             f"instead (as explain.easy=all)")
     retrieval = validation_rows(data, bank, ex.retrieve_share)
     reference = reference_set(retrieval, ex.beta)
-    table = sentence_table(cfg, bank, described, retrieval, data)
     trust = read_trust(analyze_dir(cfg))
+    unknown = unknown_terms(cfg, bank, data.sims, trust)
+    if unknown:
+        log(f"explain: the VLM cannot tell {len(unknown)} term(s) of the bank apart from the bare object on these rows "
+            f"(or analyze flagged them): {', '.join(unknown)}; no sentence naming one is shown")
+    table = sentence_table(cfg, bank, described, retrieval, data, set(unknown))
     withheld = None
     if trust is not None and not trust.sees_classes:  # the sentences are read by the VLM: none is a finding
         withheld = (f"the VLM does not recognise these classes (analyze's trust check: zero-shot accuracy "
@@ -185,7 +191,7 @@ def explain(cfg: Config) -> dict:
         log(f"explain: {withheld}")
         table = table.set_column(table.schema.get_field_index("shown"), "shown",
                                  pa.array([False] * table.num_rows))
-    summary = {"source": source, "withheld": withheld, "sentences": len(bank), "failures": int(data.wrong.sum()),
+    summary = {"source": source, "withheld": withheld, "unknown_terms": unknown, "sentences": len(bank), "failures": int(data.wrong.sum()),
                "pick_rows": int(data.pick.sum()), "validate_rows": int((~data.pick).sum()), "method": ex.method,
                "clusters": cluster_summaries(described, data, np.array(classes, object)[rows["prediction"]], table),
                "metrics": method_metrics(described, reference, universe(bank, described), ex.sweep_k),
@@ -222,9 +228,27 @@ def draw(cfg: Config, summary: dict, table: pa.Table, data: Rows, bank: Sentence
     plot_curves(panels, folder / "metrics.png", title=f"LBEE metrics ({summary['source']})")
 
 
-def sentence_table(cfg: Config, bank: SentenceBank, described: list, retrieval, data: Rows) -> pa.Table:
+def unknown_terms(cfg: Config, bank: SentenceBank, sims: np.ndarray, trust: Trust | None) -> list[str]:
+    """The bank's terms the VLM cannot tell apart on these rows (``sims``: ``(N, M)``): the trust check's absence and
+    spread tests on each term's generic one-term sentence against the bare object (its thresholds as ``analyze``
+    ran it), and the concepts of the same name ``analyze`` flagged."""
+    single, bare = term_sentences(bank)
+    if bare is None or len(sims) < 3 or not single:
+        return []
+    check = AbsenceCorrelation()
+    check.update(sims[:, list(single.values())], sims[:, bare])
+    a = cfg.analyze if trust is None else trust
+    terms = Trust(1.0, 2, dict(zip(single, check.value.tolist())), max_absence_r=a.max_absence_r,
+                  spread=dict(zip(single, check.spread.tolist())), min_spread=a.min_spread)
+    flagged = set(trust.unseen_concepts) if trust else set()
+    return sorted(t for t in single if not terms.sees(t) or t in flagged)
+
+
+def sentence_table(cfg: Config, bank: SentenceBank, described: list, retrieval, data: Rows,
+                   unknown: set[str] = frozenset()) -> pa.Table:
     """Every method's ranked sentences of every cluster, the first ``top_k`` validated (BH over every distinct
-    sentence tested), the best validated one of each cluster and method marked shown."""
+    sentence tested), the best validated one of each cluster and method that names no ``unknown`` term marked
+    shown."""
     ex = cfg.explain
     tested = np.array(sorted({int(s) for d in described for m in METHODS for s in d.ranked[m][:ex.top_k]}), np.int64)
     check = validate_sentences(data, bank, retrieval, tested, ex.alpha)
@@ -233,7 +257,8 @@ def sentence_table(cfg: Config, bank: SentenceBank, described: list, retrieval, 
     for d in described:
         for m in METHODS:
             top = [int(s) for s in d.ranked[m][:ex.top_k]]
-            first = next((s for s in top if check["validated"][at[s]]), None)
+            first = next((s for s in top if check["validated"][at[s]] and not names_unknown(bank.terms[s], unknown)),
+                         None)
             for r, (s, score) in enumerate(zip(d.ranked[m], d.scores[m]), 1):
                 i = at.get(int(s)) if r <= ex.top_k else None
                 tested_here = i is not None

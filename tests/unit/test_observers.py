@@ -191,3 +191,53 @@ def test_the_observer_section_scores_the_trust_check_and_what_no_finding_may_nam
     goals = observer_goals(out)
     assert not goals["observer_hides_unseen"]["met"] and goals["observer_hides_unseen"]["value"] == 2
     assert goals["observer_seen_not_flagged"]["met"]
+
+
+def test_a_concept_whose_score_barely_moves_beyond_the_absence_prompts_is_flagged():
+    """Five concepts the VLM sees (their own signal), one it does not (the absence prompt's score plus a little
+    noise: correlation under the absence threshold, but hardly any spread of its own)."""
+    from conceptlens.semantic.trust import AbsenceCorrelation, assess
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    absence = rng.normal(0, 1, n)
+    seen = [0.3 * absence + rng.normal(0, 1, n) for _ in range(5)]
+    blind = 0.2 * absence + rng.normal(0, 0.3, n)
+    check = AbsenceCorrelation()
+    check.update(np.stack(seen + [blind], 1), absence)
+    names = [f"c{i}" for i in range(5)] + ["blind"]
+    assert check.value[-1] < 0.8 and check.spread[-1] < 0.4 and np.all(check.spread[:5] > 0.9)
+    trust = assess(0.9, 10, check, names)
+    assert trust.unseen_concepts == ["blind"] and trust.as_dict()["min_spread"] == 0.75
+
+
+def test_sentences_naming_a_term_the_vlm_does_not_know_are_found():
+    from conceptlens.language import Vocabulary, build_bank
+    from conceptlens.language.known import names_unknown, term_sentences
+
+    bank = build_bank(Vocabulary.load("conceptworld-user"), ["star"])
+    single, bare = term_sentences(bank)
+    assert bank.texts[bare] == "a picture of a shape" and "pattern=striped" in single
+    assert bank.terms[single["pattern=striped"]] == ("pattern=striped",)
+    assert names_unknown(("weather!=fog",), {"weather=fog"}) and not names_unknown(("weather=rain",), {"weather=fog"})
+
+
+def test_the_shifted_observer_trains_on_the_same_scenes_drawn_restyled(tmp_path):
+    from PIL import Image
+
+    from conceptlens.config import Config
+    from conceptlens.recipes.conceptworld import ensure_restyled_vlm_split, ensure_world
+    from conceptlens.world import split_arrays
+
+    cfg = Config()
+    cfg.run.cache_dir, cfg.run.workers = str(tmp_path), 1
+    cfg.world.image_size, cfg.world.scenarios = 32, []
+    cfg.world.splits = {"train": 4, "vlm": 12, "calib": 2, "test": 2}
+    normal = split_arrays(ensure_world(cfg, log=lambda s: None), "vlm")
+    restyled_root = ensure_restyled_vlm_split(cfg, log=lambda s: None)
+    restyled = split_arrays(restyled_root, "vlm")
+    assert (restyled["labels"] == normal["labels"]).all()
+    assert all((restyled["attributes"][g] == normal["attributes"][g]).all() for g in normal["attributes"])
+    a, b = (np.asarray(Image.open(p), int) for p in (normal["paths"][0], restyled["paths"][0]))
+    assert np.abs(a - b).mean() > 3
+    assert ensure_restyled_vlm_split(cfg, log=lambda s: None) == restyled_root  # cached

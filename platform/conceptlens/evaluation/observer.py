@@ -2,7 +2,9 @@
 does not (issue 27's ladder of observers).
 
 * **Quality**, per concept of the analysis that the world has: retrieval AUROC of the VLM's score against the
-  rows that truly carry the concept, and *presence agreement* (the share of rows where the analysis's presence
+  rows that truly carry the concept (for a value of an exclusive group, of its share of the group's softmax at
+  CLIP's temperature, 100: the analysis calls the top value of the group present, so a value is seen when it
+  outscores its siblings, whatever its raw cosine), and *presence agreement* (the share of rows where the analysis's presence
   rule, probe thresholds included, says what the truth says); the VLM's zero-shot class accuracy; the recipe it
   was trained by (``supervised`` is the upper bound, labelled so).
 * **The trust check scored**: a concept is *blind* when its AUROC is under ``blind_auroc`` (0.70) and *seen* at
@@ -18,7 +20,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from conceptlens.models import concept_groups
+
 BLIND_AUROC, SEEN_AUROC, MAX_SEEN_FLAGGED = 0.70, 0.85, 0.10
+TEMPERATURE = 100.0  # CLIP's logit scale: the group softmax of retrieval scores
 UPPER_BOUND = "supervised"  # the recipe told every attribute: an oracle no user has
 
 
@@ -30,6 +35,16 @@ def concept_kind(concept: str, truth_concepts: list[str], unseen_groups: list[st
     return "unseen_group" if concept.partition("=")[0] in unseen_groups else "attribute"
 
 
+def retrieval_scores(scores: np.ndarray, concepts: list[str]) -> np.ndarray:
+    """``(N, C)``: each exclusive group's values as their share of the group's softmax, free concepts as they are."""
+    out = np.asarray(scores, np.float64).copy()
+    for members in concept_groups(concepts):
+        logits = TEMPERATURE * out[:, members]
+        logits -= logits.max(1, keepdims=True)
+        out[:, members] = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return out
+
+
 def observer_section(vlm_scores: np.ndarray, presence: np.ndarray, concepts: list[str], present: np.ndarray,
                      truth_concepts: list[str], flagged: list[str], *, zero_shot: float, recipe: str,
                      unseen_groups: list[str], presented: list[tuple[str, str]], sentences: list[dict],
@@ -39,6 +54,7 @@ def observer_section(vlm_scores: np.ndarray, presence: np.ndarray, concepts: lis
     concepts the trust check marked unreliable; ``presented``: ``(class, concept)`` of the blamed cells presented
     as findings; ``sentences``: the shown failure-mode sentences as ``{"sentence", "terms"}``."""
     column = {c: j for j, c in enumerate(truth_concepts)}
+    retrieval = retrieval_scores(vlm_scores, concepts)
     per = {}
     for i, concept in enumerate(concepts):
         kind = concept_kind(concept, truth_concepts, unseen_groups)
@@ -46,7 +62,7 @@ def observer_section(vlm_scores: np.ndarray, presence: np.ndarray, concepts: lis
         if concept in column:
             truth = present[:, column[concept]]
             if 0 < truth.sum() < len(truth):
-                entry["auroc"] = float(roc_auc_score(truth, vlm_scores[:, i]))
+                entry["auroc"] = float(roc_auc_score(truth, retrieval[:, i]))
             entry["agreement"] = float((presence[:, i] == truth).mean())
         per[concept] = entry
     scored = {c: e for c, e in per.items() if e["auroc"] is not None}
