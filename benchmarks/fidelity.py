@@ -123,6 +123,15 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def set_of(args: argparse.Namespace, command: str) -> tuple[list[str], str, list[int]]:
+    """From a parsed command line (``--config`` files, ``--seeds``, overrides): the config arguments, the set's name
+    (its ``run.name``, the demo's by default) and its seeds (default: the config's ``world.seed`` and the next two)."""
+    configs = [a for c in args.config for a in ("--config", c)]
+    cfg = parse_config(command, __doc__, configs + args.overrides)
+    return configs, cfg.run.name if cfg.run.name != "default" else "demo", args.seeds or [cfg.world.seed + i
+                                                                                          for i in range(3)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], metavar="FILE")
@@ -136,10 +145,7 @@ def main() -> None:
                         "training one per seed: a fixed observer, as a user's CLIP is; the VLM split is not drawn")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    configs = [a for c in args.config for a in ("--config", c)]
-    cfg = parse_config("fidelity", __doc__, configs + args.overrides)
-    name = cfg.run.name if cfg.run.name != "default" else "demo"
-    seeds = args.seeds or [cfg.world.seed + i for i in range(3)]
+    configs, name, seeds = set_of(args, "fidelity")
     observer = []
     if args.vlm_from:
         vlm = json.loads((Path(args.vlm_from) / "world" / "models.json").read_text())["vlm"]

@@ -13,8 +13,10 @@ Writes ``benchmarks/results/observer_ladder_<set>.json`` (per rung and per probe
 min–max, seeds met; each seed's observer quality) and ``observer_ladder_<set>.png`` (fidelity against observer
 quality), with the command, date, machine and seeds.
 
-    .venv/bin/python benchmarks/observer_ladder.py --config conf/demo.yaml monitor.adaptive.rows=0
+    .venv/bin/python benchmarks/observer_ladder.py monitor.adaptive.rows=0 --config conf/demo.yaml
     .venv/bin/python benchmarks/observer_ladder.py --config conf/demo.yaml --rungs captions --probes 5 20 --summary-only
+
+(``key=value`` overrides go before ``--rungs``, ``--seeds`` and ``--probes``, which take every value after them.)
 """
 from __future__ import annotations
 
@@ -26,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fidelity import QUIET, RESULTS, fmt, machine, run_seed, summarise
+from fidelity import QUIET, RESULTS, fmt, machine, run_seed, set_of, summarise
 
-from conceptlens.cli import parse_config
 from conceptlens.jobs import analyze, evaluate
 from conceptlens.world.probes import write_probes
 
@@ -141,10 +142,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="re-read the runs that have a scorecard, run the others")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    configs = [a for c in args.config for a in ("--config", c)]
-    cfg = parse_config("observer_ladder", __doc__, configs + args.overrides)
-    base = cfg.run.name if cfg.run.name != "default" else "demo"
-    seeds = args.seeds or [cfg.world.seed + i for i in range(3)]
+    configs, base, seeds = set_of(args, "observer_ladder")
     result = {"set": base, "configs": args.config, "overrides": args.overrides, "seeds": seeds, "rungs": {},
               "probes": {}, "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "date": datetime.date.today().isoformat(), "machine": machine()}

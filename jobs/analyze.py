@@ -26,7 +26,7 @@ import torch
 from conceptlens.semantic.aligner import AlignerFit, HeldOutR2, cross_validated_r2
 from conceptlens.semantic.analysis import AnalysisResult, ConceptAnalysis
 from conceptlens.semantic.probes import Calibration, calibrate, probe_scores
-from conceptlens.semantic.trust import AbsenceCorrelation, Trust, assess
+from conceptlens.semantic.trust import AbsenceCorrelation, GroupDecisiveness, Trust, assess
 from conceptlens.cli import run_command
 from conceptlens.models.concepts import load_concepts
 from conceptlens.config import Config
@@ -124,7 +124,8 @@ def calibrate_with_probes(cfg: Config, concepts: list[str], concept_emb: np.ndar
 
 
 def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, absence: np.ndarray, classes: list[str],
-                      concepts: list[str], out: Path, calibration: Calibration | None = None) -> tuple[AnalysisResult, Trust]:
+                      concepts: list[str], out: Path,
+                      calibration: Calibration | None = None) -> tuple[AnalysisResult, Trust]:
     """Score every row on Ray Data into ``scores.parquet``; analyse the rows of ``analyze.splits`` and check
     whether the VLM can be trusted on them (:mod:`conceptlens.semantic.trust`; ``absence``: ``(E,)``)."""
     analysis = ConceptAnalysis(classes, concepts, presence_threshold=cfg.analyze.presence_threshold,
@@ -135,6 +136,7 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
     dataset = pads.dataset(embeddings, format="parquet")
     schema = dataset.schema
     progress, absence_r = Progress("analyze: scored", dataset.count_rows()), AbsenceCorrelation()
+    decisiveness = GroupDecisiveness(concepts)
     for batch in map_parquet(str(embeddings), scorer, batch_size=cfg.analyze.batch_size, num_cpus=cfg.analyze.num_cpus,
                              columns=SCORED_COLUMNS):
         table = batch_to_table({k: v for k, v in batch.items() if k not in VECTOR_COLUMNS}, schema)
@@ -143,6 +145,7 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
         rows = {k: v[np.isin(batch["split"], list(keep))] for k, v in batch.items()}
         faults = analysis.update(rows)
         absence_r.update(stack(rows["vlm_scores"]), unit(stack(rows["vlm_embedding"])) @ absence)
+        decisiveness.update(stack(rows["vlm_scores"]))
         if len(faults["index"]):
             picked = {k: rows[k][faults["index"]] for k in ("id", "split", "label_index", "prediction",
                                                             "aligned_zero_shot", "vlm_zero_shot")}
@@ -166,7 +169,7 @@ def score_and_analyze(cfg: Config, embeddings: Path, scorer: ConceptScorer, abse
     result = analysis.result()
     trust = assess(result.zero_shot["vlm"], len(classes), absence_r, concepts, min_skill=cfg.analyze.min_vlm_skill,
                    max_absence_r=cfg.analyze.max_absence_r, min_spread=cfg.analyze.min_spread,
-                   calibration=calibration)
+                   decisiveness=decisiveness, min_decisive=cfg.analyze.min_decisive, calibration=calibration)
     return result, trust
 
 

@@ -191,7 +191,8 @@ def explain(cfg: Config) -> dict:
         log(f"explain: {withheld}")
         table = table.set_column(table.schema.get_field_index("shown"), "shown",
                                  pa.array([False] * table.num_rows))
-    summary = {"source": source, "withheld": withheld, "unknown_terms": unknown, "sentences": len(bank), "failures": int(data.wrong.sum()),
+    summary = {"source": source, "withheld": withheld, "unknown_terms": unknown, "sentences": len(bank),
+               "failures": int(data.wrong.sum()),
                "pick_rows": int(data.pick.sum()), "validate_rows": int((~data.pick).sum()), "method": ex.method,
                "clusters": cluster_summaries(described, data, np.array(classes, object)[rows["prediction"]], table),
                "metrics": method_metrics(described, reference, universe(bank, described), ex.sweep_k),

@@ -189,6 +189,7 @@ class AnalyzeConfig:
     min_vlm_skill: float = 0.2  # trust check: VLM zero-shot skill over chance, (acc - 1/K) / (1 - 1/K), below = unreliable
     max_absence_r: float = 0.8  # trust check: a concept whose VLM score correlates this much with the absence prompt's is unreliable
     min_spread: float = 0.75  # trust check: a concept whose own score spread (beyond the absence prompt's) is under this share of a typical concept's is unreliable
+    min_decisive: float = 0.85  # trust check: a value of an exclusive group whose group-softmax share swings less than this (0..1) is unreliable
     # concept probes: a folder with a sub-folder of example images per concept (or a manifest: path, label = concept);
     # they calibrate each concept's detector and correct the risk ratios for its error rates (None: no probes)
     probes: Optional[str] = None
