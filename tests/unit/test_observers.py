@@ -241,3 +241,26 @@ def test_the_shifted_observer_trains_on_the_same_scenes_drawn_restyled(tmp_path)
     a, b = (np.asarray(Image.open(p), int) for p in (normal["paths"][0], restyled["paths"][0]))
     assert np.abs(a - b).mean() > 3
     assert ensure_restyled_vlm_split(cfg, log=lambda s: None) == restyled_root  # cached
+
+
+def test_a_group_value_is_judged_by_how_decisive_the_vlms_group_choice_is():
+    """Weather the VLM sees (one value clearly ahead, row by row) and a pattern it does not (its values' scores
+    differ by noise far below the softmax's temperature): decisiveness near 1 and near 0."""
+    from conceptlens.semantic.trust import AbsenceCorrelation, GroupDecisiveness, assess
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    names = ["w=fog", "w=rain", "w=snow", "p=plain", "p=striped", "p=dotted"]
+    truth = rng.integers(0, 3, n)
+    weather = 0.2 + 0.1 * np.eye(3)[truth] + rng.normal(0, 0.005, (n, 3))
+    pattern = 0.2 + rng.normal(0, 0.0005, (n, 3))
+    scores = np.concatenate([weather, pattern], 1)
+    decisive = GroupDecisiveness(names)
+    decisive.update(scores[:500])
+    decisive.update(scores[500:])
+    values = decisive.value
+    assert all(values[j] > 0.95 for j in range(3)) and all(values[j] < 0.2 for j in range(3, 6))
+    absence = AbsenceCorrelation()
+    absence.update(scores, rng.normal(size=n))
+    trust = assess(0.9, 10, absence, names, decisiveness=decisive)
+    assert trust.unseen_concepts == ["p=plain", "p=striped", "p=dotted"]

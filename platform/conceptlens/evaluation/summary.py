@@ -121,12 +121,12 @@ def observer_view(o: dict) -> tuple[dict, list[dict]]:
                        "flagged" if e["flagged"] else "backed", _text(blame.get(c))] for c, e in o["concepts"].items()]}
     scored = [(c, e) for c, e in o["concepts"].items() if e["auroc"] is not None]
     verdict = {True: "flagged", False: "backed"}
-    plots = [{"title": "observer quality per concept (red: flagged by the trust check)",
+    plots = [{"title": "observer quality per concept (red: flagged)",
               "xlabel": "retrieval AUROC against the truth", "ylabel": "presence agreement",
               "points": [{"label": f"{c}: AUROC {e['auroc']:.2f}, agreement {e['agreement']:.2f}, {verdict[e['flagged']]}",
                           "x": e["auroc"], "y": e["agreement"], "flagged": e["flagged"]} for c, e in scored]}]
     if blame:
-        plots.append({"title": "fidelity against observer quality (red: flagged)",
+        plots.append({"title": "fidelity against observer quality",
                       "xlabel": "retrieval AUROC of the concept", "ylabel": "blame right (share of classes)",
                       "points": [{"label": f"{c}: AUROC {e['auroc']:.2f}, blame right in {blame[c]:.0%} of classes, "
                                            f"{verdict[e['flagged']]}", "x": e["auroc"], "y": blame[c],
