@@ -42,7 +42,7 @@ from conceptlens.pipeline.shards import read_rows
 from conceptlens.pipeline.tracking import log_child_runs, log_results, mlflow_run
 from conceptlens.report.figures import plot_curves, plot_montage
 from conceptlens.semantic import read_trust
-from conceptlens.semantic.trust import AbsenceCorrelation, Trust
+from conceptlens.semantic.trust import AbsenceCorrelation, GroupDecisiveness, Trust
 
 CLUSTER_SOURCES = ("rootcause", "kmeans")
 EASY_SETS = ("classes", "all")
@@ -180,8 +180,8 @@ def explain(cfg: Config) -> dict:
     trust = read_trust(analyze_dir(cfg))
     unknown = unknown_terms(cfg, bank, data.sims, trust)
     if unknown:
-        log(f"explain: the VLM cannot tell {len(unknown)} term(s) of the bank apart from the bare object on these rows "
-            f"(or analyze flagged them): {', '.join(unknown)}; no sentence naming one is shown")
+        log(f"explain: the VLM cannot tell {len(unknown)} term(s) of the bank apart on these rows (analyze's trust "
+            f"check, or the same tests on the bank's sentences): {', '.join(unknown)}; no sentence naming one is shown")
     table = sentence_table(cfg, bank, described, retrieval, data, set(unknown))
     withheld = None
     if trust is not None and not trust.sees_classes:  # the sentences are read by the VLM: none is a finding
@@ -230,19 +230,27 @@ def draw(cfg: Config, summary: dict, table: pa.Table, data: Rows, bank: Sentence
 
 
 def unknown_terms(cfg: Config, bank: SentenceBank, sims: np.ndarray, trust: Trust | None) -> list[str]:
-    """The bank's terms the VLM cannot tell apart on these rows (``sims``: ``(N, M)``): the trust check's absence and
-    spread tests on each term's generic one-term sentence against the bare object (its thresholds as ``analyze``
-    ran it), and the concepts of the same name ``analyze`` flagged."""
+    """The bank's terms the VLM cannot tell apart on these rows (``sims``: ``(N, M)``). A term that is a concept of
+    ``analyze`` takes its verdict; any other value of one of the bank's groups is judged by the decisiveness of the
+    VLM's choice among the group's generic one-term sentences, and a distractor term (a word the data may never
+    show, where a choice between two unknown words can still look decisive) by the absence and spread tests against
+    the bare object; thresholds as ``analyze`` ran them."""
     single, bare = term_sentences(bank)
     if bare is None or len(sims) < 3 or not single:
         return []
-    check = AbsenceCorrelation()
-    check.update(sims[:, list(single.values())], sims[:, bare])
+    names, columns = list(single), sims[:, list(single.values())]
+    check, decisive = AbsenceCorrelation(), GroupDecisiveness(names)
+    check.update(columns, sims[:, bare])
+    decisive.update(columns)
     a = cfg.analyze if trust is None else trust
-    terms = Trust(1.0, 2, dict(zip(single, check.value.tolist())), max_absence_r=a.max_absence_r,
-                  spread=dict(zip(single, check.spread.tolist())), min_spread=a.min_spread)
+    free = {t for t, i in single.items() if bank.distractor[i]}
+    terms = Trust(1.0, 2, dict(zip(names, check.value.tolist())), max_absence_r=a.max_absence_r,
+                  spread=dict(zip(names, check.spread.tolist())), min_spread=a.min_spread,
+                  decisive={names[j]: v for j, v in decisive.value.items() if names[j] not in free},
+                  min_decisive=a.min_decisive)
+    analysed = set(trust.absence_r) if trust else set()
     flagged = set(trust.unseen_concepts) if trust else set()
-    return sorted(t for t in single if not terms.sees(t) or t in flagged)
+    return sorted(t for t in names if (t in flagged if t in analysed else not terms.sees(t)))
 
 
 def sentence_table(cfg: Config, bank: SentenceBank, described: list, retrieval, data: Rows,

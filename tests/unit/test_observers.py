@@ -161,12 +161,14 @@ def test_a_calibrated_heatmap_corrects_the_ratio_and_keeps_the_test():
 
 
 def test_probes_decide_a_probed_concepts_trust_and_a_pair_is_seen_through_either_value():
-    trust = Trust(0.9, 10, {"light=bright": 0.7, "light=dark": 0.3, "w=fog": 0.1, "w=rain": 0.9, "w=snow": 0.2,
-                            "blurry": 0.75}, max_absence_r=0.6, probe_j={"w=fog": 0.2, "w=rain": 0.8})
+    trust = Trust(0.9, 10, {"light=bright": 0.9, "light=dark": 0.3, "w=fog": 0.1, "w=rain": 0.9, "w=snow": 0.2,
+                            "blurry": 0.75, "wet=yes": 0.9, "wet=no": 0.1}, max_absence_r=0.6,
+                  probe_j={"w=fog": 0.2, "w=rain": 0.8, "light=bright": 0.1, "light=dark": 0.9})
     assert trust.reliable("light=bright") and trust.reliable("light=dark")  # dark is seen: the pair is
     assert not trust.reliable("w=fog") and trust.reliable("w=rain")  # the probes overrule the absence check
     assert not trust.reliable("blurry")
-    assert trust.unseen_concepts == ["w=fog", "blurry"]
+    assert not trust.reliable("wet=yes")  # judged as free concepts (neither probes nor a decisiveness): no pair
+    assert trust.unseen_concepts == ["w=fog", "blurry", "wet=yes"]
 
 
 # ---- the scorecard's observer section ----

@@ -160,9 +160,12 @@ class Trust:
 
     @property
     def _partners(self) -> dict[str, str]:
+        """The two values of each two-valued group, where both are judged as group values (by decisiveness or
+        probes): free concepts that happen to share a name's group are no pair."""
         names = list(self.absence_r)
-        return {names[a]: names[b] for a, b in two_valued(names).items()} | {
-            names[b]: names[a] for a, b in two_valued(names).items()}
+        judged = set(self.decisive) | set(self.probe_j)
+        pairs = [(names[a], names[b]) for a, b in two_valued(names).items() if {names[a], names[b]} <= judged]
+        return {a: b for a, b in pairs} | {b: a for a, b in pairs}
 
     @property
     def unseen_concepts(self) -> list[str]:
