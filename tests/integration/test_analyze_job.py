@@ -32,8 +32,23 @@ def planted(demo_config, kinds=("spurious_correlation", "blind_spot")):
 
 # the planted concept's rank among its class's blamed concepts, at most: a spurious correlation is first on every
 # world and model seed measured; a blind spot's is 2nd at model seed 1 (lighting=bright first for hexagon), so it is
-# asserted as a floor (a rank 1 worse), its goal (rank 1) reported by test_fidelity
+# asserted as a floor (a rank 1 worse), its goal (rank 1) reported by test_fidelity. Ranks count findings: a
+# two-valued group's two values (lighting=bright ×7.5 and lighting=dark ×0.13, the same rows) are one, as the
+# scorecard counts them (a fresh clone's model put weather=fog 4th by concept, 3rd by finding, behind both lighting
+# values and weather=clear)
 WORST_RANK = {"spurious_correlation": 1, "blind_spot": 3}
+
+
+def findings(blamed: list[dict]) -> list[dict]:
+    """The blamed concepts with a two-valued group's second value dropped where its partner came first."""
+    from conceptlens.evaluation.ground_truth import two_valued_partner
+
+    seen, out = set(), []
+    for r in blamed:
+        if two_valued_partner(r["concept"]) not in seen:
+            out.append(r)
+        seen.add(r["concept"])
+    return out
 
 
 @pytest.mark.parametrize("source", ["aligned", "vlm"])
@@ -41,9 +56,10 @@ def test_the_planted_concept_is_among_the_top_responsible_concepts(summary, demo
     for cls, concept, kind in planted(demo_config):
         blamed = summary["responsible"][source][cls]
         assert blamed, (cls, "no significant concept")
-        named = [r["concept"] for r in blamed[:WORST_RANK[kind]]]
-        assert concept in named, (cls, blamed[:3])
-        assert blamed[named.index(concept)]["q"] < 0.05
+        top = findings(blamed)[:WORST_RANK[kind]]
+        named = [r["concept"] for r in top]
+        assert concept in named, (cls, blamed[:4])
+        assert top[named.index(concept)]["q"] < 0.05
 
 
 def test_blame_points_the_right_way(summary, demo_config):

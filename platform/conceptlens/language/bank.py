@@ -64,7 +64,7 @@ class Vocabulary:
             path = BUNDLED.parent / f"{path}.yaml"
         if not path.is_file():
             bundled = sorted(p.stem for p in BUNDLED.parent.glob("*.yaml"))
-            raise FileNotFoundError(f"sentence bank {path} is neither a file nor a bundled bank {bundled} (explain.bank)")
+            raise FileNotFoundError(f"sentence bank {path} does not exist and is no bundled bank {bundled} (explain.bank)")
         raw = yaml.safe_load(path.read_text()) or {}
         unknown = sorted(set(raw) - VOCABULARY_KEYS)
         if unknown:
