@@ -130,11 +130,16 @@ def align_text(vlm, image_embeddings: torch.Tensor, labels: np.ndarray, attribut
     return info
 
 
-def unseen_groups(cfg: VLMConfig) -> list[str]:
+def phrasings_of(cfg: VLMConfig) -> Phrasings:
+    """The synonym list of ``vlm.captions.synonyms`` (default: the bundled one)."""
+    return Phrasings.load(cfg.captions.synonyms) if cfg.captions.synonyms else Phrasings.load()
+
+
+def unseen_groups(cfg: VLMConfig, phrasings: Phrasings | None = None) -> list[str]:
     """The attribute groups no caption mentions: ``vlm.captions.unseen``, else the synonym file's default."""
     if cfg.captions.unseen is not None:
         return list(cfg.captions.unseen)
-    return (Phrasings.load(cfg.captions.synonyms) if cfg.captions.synonyms else Phrasings.load()).unseen
+    return (phrasings or phrasings_of(cfg)).unseen
 
 
 def contrastive_captions(vlm, images: torch.Tensor, labels: np.ndarray, attributes: dict[str, np.ndarray],
@@ -143,10 +148,10 @@ def contrastive_captions(vlm, images: torch.Tensor, labels: np.ndarray, attribut
     resampled every time an image is seen: the only attribute signal is what the captions say."""
     model = vlm.to(device).model
     model.train()
-    phrasings = Phrasings.load(cfg.captions.synonyms) if cfg.captions.synonyms else Phrasings.load()
+    phrasings = phrasings_of(cfg)
     names = {g.name: g.values for g in ATTRIBUTE_GROUPS}
     rng = np.random.default_rng(seed)
-    said = dict(mention=cfg.captions.mention, noise=cfg.captions.noise, unseen=tuple(unseen_groups(cfg)),
+    said = dict(mention=cfg.captions.mention, noise=cfg.captions.noise, unseen=tuple(unseen_groups(cfg, phrasings)),
                 name_class=cfg.captions.name_class)
 
     def step(idx):
