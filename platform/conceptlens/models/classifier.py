@@ -1,6 +1,7 @@
 """Image classifiers as an (encoder, head) pair.
 
-A classifier is a torchvision architecture (with optional weights or a checkpoint) or any
+A classifier is a torchvision architecture (with optional weights or a checkpoint), a pretrained backbone
+whose weights ship in a package (:mod:`conceptlens.models.backbones`: ``efficientnet_lite0``) or any
 ``module:function`` factory, split at a named module: the encoder is the model with that
 module replaced by ``Identity`` (so it returns the features that fed the head), the head is
 that module. Inputs are float images in [0, 1]; the preprocessing the model was trained with
@@ -18,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
+from conceptlens.models.backbones import BUNDLED
 from conceptlens.models.offline import reachable
 from conceptlens.models.preprocess import DEFAULT, input_transform
 
@@ -82,9 +84,12 @@ def _make(arch: str, num_classes: int, weights: str | None) -> nn.Module:
         if not isinstance(model, nn.Module):
             raise ValueError(f"classifier factory {arch!r} returned {type(model).__name__}, not an nn.Module")
         return model
+    if arch in BUNDLED:
+        return BUNDLED[arch](num_classes=num_classes, weights=weights)
     if arch not in torchvision.models.list_models(torchvision.models):
         raise ValueError(f"unknown classifier arch {arch!r}: use a torchvision classification model name "
-                         f"(e.g. resnet18, resnet50, mobilenet_v3_small) or a 'module:function' factory")
+                         f"(e.g. resnet18, resnet50, mobilenet_v3_small), a bundled pretrained one "
+                         f"({', '.join(BUNDLED)}) or a 'module:function' factory")
     if weights is None:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     return torchvision.models.get_model(arch, weights=_torchvision_weights(arch, weights))
