@@ -1,7 +1,9 @@
-"""conceptlens evaluate: the ground-truth scorecard of a ConceptWorld run.
+"""conceptlens evaluate: the ground-truth scorecard of a run whose attributes are known.
 
-Reads the run's outputs and its world's truth (``<run>/world/truth.parquet``) and scores every
-diagnosis: the world (each scenario's slice gap on test; *planted* when ≥ 0.20, later sections score
+Reads the run's outputs and its truth: its world's (``<run>/world/truth.parquet``) for a ConceptWorld run, or the
+user's own attribute table declared as ``evaluate.truth`` (an id column, exclusive groups, free-standing boolean
+concepts, the failure slices to score; each row's slice found from its class). Then scores every
+diagnosis: the world (each slice's gap on test; *planted* when ≥ 0.20, later sections score
 only planted ones), the semantic analysis per source (``analyze``'s significant risk-ratio cells
 against the ground-truth risk-ratio heatmap of the analysed rows: precision, recall, direction
 agreement, rank correlation, top blamed concepts, each planted concept's rank), fault localisation
@@ -32,7 +34,7 @@ from conceptlens.evaluation.alerts import alerts_section
 from conceptlens.evaluation.blame import blame_agreement, risk_ratio_rows, semantic_scores
 from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
-from conceptlens.evaluation.ground_truth import WorldTruth, truth_heatmap
+from conceptlens.evaluation.ground_truth import Truth, truth_heatmap
 from conceptlens.evaluation.neurons import neurons_section
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.runtime import filter_section
@@ -62,7 +64,7 @@ def analysed_rows(cfg: Config, analysis: Path) -> dict[str, np.ndarray]:
     return {name: table[name].to_numpy(zero_copy_only=False) for name in ("id", "label_index", "prediction")}
 
 
-def semantic(cfg: Config, truth: WorldTruth, analysis: Path, planted: list, out: Path) -> dict:
+def semantic(cfg: Config, truth: Truth, analysis: Path, planted: list, out: Path) -> dict:
     """The semantic section of every source; writes the ground-truth heatmap to ``ground_truth.parquet``."""
     rows = analysed_rows(cfg, analysis)
     classes = json.loads((analysis / "concepts.json").read_text())["classes"]
@@ -87,7 +89,7 @@ def observer_recipe(cfg: Config) -> tuple[str, list[str]]:
     return info.get("recipe", "supervised"), list(info.get("unseen", []))
 
 
-def observer(cfg: Config, truth: WorldTruth, run: Path, out: Path) -> dict:
+def observer(cfg: Config, truth: Truth, run: Path, out: Path) -> dict:
     """The observer's quality and the trust check against the truth on the analysed rows, and how right the blame
     of each concept came out (:mod:`~conceptlens.evaluation.observer`)."""
     analysis = run / "analyze"
@@ -118,7 +120,7 @@ def observer(cfg: Config, truth: WorldTruth, run: Path, out: Path) -> dict:
     return section
 
 
-def unscorable_concepts(analysis: Path, truth: WorldTruth) -> str | None:
+def unscorable_concepts(analysis: Path, truth: Truth) -> str | None:
     """Why the blamed concepts cannot be scored (``analyze`` used a concept set that is not the world's
     attribute values), else None."""
     scored = json.loads((analysis / "concepts.json").read_text())["concepts"]
@@ -128,7 +130,7 @@ def unscorable_concepts(analysis: Path, truth: WorldTruth) -> str | None:
             f"`conceptlens analyze analyze.concepts=conceptworld` scores them")
 
 
-def localisation(cfg: Config, truth: WorldTruth, analysis: Path, planted: list) -> dict:
+def localisation(cfg: Config, truth: Truth, analysis: Path, planted: list) -> dict:
     """Fault localisation per planted scenario (``faults.parquet``: absent when nothing was misclassified), scored
     only on the errors outside the aligner's fit (``analyze.fit_split``) when there are any: the aligner's
     in-sample fit would flatter the encoder/head call on its own rows (``in_sample`` says when no other rows
@@ -148,7 +150,7 @@ def localisation(cfg: Config, truth: WorldTruth, analysis: Path, planted: list) 
             "scenarios": localisation_section(fault, truth.scenario_of(ids), planted)}
 
 
-def neurons(truth: WorldTruth, folder: Path, planted: list) -> dict:
+def neurons(truth: Truth, folder: Path, planted: list) -> dict:
     """The neurons section over the rows ``neurons`` held out (their pooled features from its embeddings)."""
     predictions = pq.read_table(folder / "predictions.parquet")
     ids = predictions["id"].to_numpy(zero_copy_only=False)
@@ -160,7 +162,7 @@ def neurons(truth: WorldTruth, folder: Path, planted: list) -> dict:
                            truth.scenario_of(ids), truth.concepts, planted, summary["repair"]["edit"])
 
 
-def evaluate(cfg: Config, truth: WorldTruth) -> dict:
+def evaluate(cfg: Config, truth: Truth) -> dict:
     run = Path(cfg.run.root) / cfg.run.name
     test = read_rows(run / "embed" / "embeddings", ["test"], ["id"])
     if not len(test["id"]):
@@ -168,7 +170,7 @@ def evaluate(cfg: Config, truth: WorldTruth) -> dict:
                          f"(data.splits must keep test)")
     out = command_dir(cfg.run, "evaluate")
     wrong, scenario = test["prediction"] != test["label_index"], truth.scenario_of(test["id"])
-    card = {"run": cfg.run.name, "world": world_section(~wrong, scenario, truth.scenarios), "absent": {}}
+    card = {"run": cfg.run.name, "truth": truth.source, "world": world_section(~wrong, scenario, truth.scenarios), "absent": {}}
     planted = [s for s in truth.scenarios if card["world"]["scenarios"][s.name]["planted"]]
     skipped = card["world"]["skipped"]
     analysis, bundle = run / "analyze", run / "monitor" / "bundle"
@@ -245,9 +247,22 @@ def truth_folder(cfg: Config) -> Path:
     return own
 
 
+def load_truth(cfg: Config) -> Truth:
+    """The run's truth: the user's (``evaluate.truth.table``, each row's class from the run's embeddings) or its
+    ConceptWorld's."""
+    declared = cfg.evaluate.truth
+    if not declared.table:
+        return Truth.of_world(truth_folder(cfg))
+    embedded = Path(cfg.run.root) / cfg.run.name / "embed" / "embeddings"
+    if not any(embedded.glob("*.parquet")):
+        raise FileNotFoundError(f"no embeddings at {embedded}: run `conceptlens embed` for this run first")
+    rows = pq.read_table(embedded, columns=["id", "label"])
+    return Truth.declared(declared, dict(zip(rows["id"].to_pylist(), rows["label"].to_pylist())))
+
+
 def run(cfg: Config) -> dict:
     cfg = run_inputs(cfg)
-    truth = WorldTruth.load(truth_folder(cfg))  # before MLflow: no truth, no run
+    truth = load_truth(cfg)  # before MLflow: no truth, no run
     with mlflow_run(cfg, "evaluate"):
         card = evaluate(cfg, truth)
         out = command_dir(cfg.run, "evaluate")

@@ -398,6 +398,33 @@ class CompareConfig:
 
 
 @dataclass
+class SliceConfig:
+    """A failure slice of one's own data to score (``evaluate.truth.slices``), as a ConceptWorld scenario."""
+    name: str = MISSING
+    kind: str = MISSING  # spurious_correlation | blind_spot | rare_subgroup | head_fault
+    classes: List[str] = MISSING
+    attribute: str = MISSING  # a declared concept: <group>=<value> or a free column's name
+    both_sides: bool = False  # spurious_correlation: the other classes' rows *with* the value fail too
+    fault_site: Optional[str] = None  # encoder | head, where known: fault localisation is scored on it
+
+
+@dataclass
+class TruthConfig:
+    """Known attributes of one's own rows (``evaluate.truth``): ``evaluate`` scores the run against them as it scores
+    ConceptWorld runs against the world's truth. The analyses never read them."""
+    table: Optional[str] = None  # a parquet or CSV file; None = the run's ConceptWorld
+    id: str = "id"  # the column holding the manifest's row ids
+    groups: Dict[str, List[str]] = field(default_factory=dict)  # exclusive groups: column -> its values
+    free: List[str] = field(default_factory=list)  # free-standing concepts: boolean columns
+    slices: List[SliceConfig] = field(default_factory=list)  # failure slices to score (planted or known)
+
+
+@dataclass
+class EvaluateConfig:
+    truth: TruthConfig = field(default_factory=TruthConfig)
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -416,6 +443,7 @@ class Config:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     neurons: NeuronsConfig = field(default_factory=NeuronsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def _describe(err: OmegaConfBaseException, source: str) -> ConfigError:

@@ -41,11 +41,11 @@ WORST_RANK = {"spurious_correlation": 1, "blind_spot": 3}
 
 def findings(blamed: list[dict]) -> list[dict]:
     """The blamed concepts with a two-valued group's second value dropped where its partner came first."""
-    from conceptlens.evaluation.ground_truth import two_valued_partner
+    from conceptlens.evaluation.ground_truth import concept_names, two_valued_partner
 
     seen, out = set(), []
     for r in blamed:
-        if two_valued_partner(r["concept"]) not in seen:
+        if two_valued_partner(r["concept"], concept_names()) not in seen:
             out.append(r)
         seen.add(r["concept"])
     return out

@@ -186,3 +186,26 @@ def test_a_run_without_a_world_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert NO_TRUTH in err and "\n" not in err
     assert not (tmp_path / "mine").exists()
+
+
+def test_the_worlds_truth_declared_as_a_users_table_is_the_same_truth(run_dir, demo_config, tmp_path):
+    """ConceptWorld is one provider of truth: its attribute columns written out as a user's CSV, its scenarios
+    declared as slices, give the same concepts, the same presence and, from each row's class alone, the same slice
+    rows as the generator planted (which the world's own truth records)."""
+    from conceptlens.config import SliceConfig, TruthConfig
+    from conceptlens.evaluation.ground_truth import Truth
+    from conceptlens.world import ATTRIBUTE_GROUPS, read_manifest, read_truth
+
+    world = Truth.of_world(run_dir / "world")
+    groups = {g.name: list(g.values) for g in ATTRIBUTE_GROUPS}
+    table = read_truth(run_dir / "world").select(["id", *groups])
+    table.to_pandas().to_csv(tmp_path / "truth.csv", index=False)
+    slices = [SliceConfig(name=s.name, kind=s.kind, classes=list(s.classes), attribute=s.attribute,
+                          both_sides=s.other_strength is not None) for s in scenarios(demo_config)]
+    manifest = read_manifest(run_dir / "world")
+    labels = dict(zip(manifest["id"].to_pylist(), manifest["label"].to_pylist()))
+    declared = Truth.declared(TruthConfig(table=str(tmp_path / "truth.csv"), groups=groups, slices=slices), labels)
+    assert declared.concepts == world.concepts and list(declared.ids) == list(world.ids)
+    assert np.array_equal(declared.present, world.present)
+    assert list(declared.scenario) == list(world.scenario)
+    assert [s.name for s in declared.scenarios] == [s.name for s in world.scenarios]

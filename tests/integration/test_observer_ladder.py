@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conceptlens.evaluation.ground_truth import two_valued_partner
+from conceptlens.evaluation.ground_truth import concept_names, two_valued_partner
 from conceptlens.jobs import analyze, evaluate
 
 pytestmark = pytest.mark.slow
@@ -65,4 +65,4 @@ def test_probes_calibrate_each_concept_and_decide_its_trust(user_phrased):
     assert set(trust["probe_j"]) == {c for c, v in probes.items() if v["probed"]}
     # a probed value below min_probe_j is unreliable, unless it is one of a two-valued pair whose other value is seen
     assert all(c in trust["unreliable_concepts"] for c, j in trust["probe_j"].items()
-               if j < trust["min_probe_j"] and two_valued_partner(c) is None)
+               if j < trust["min_probe_j"] and two_valued_partner(c, concept_names()) is None)

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from conceptlens.jobs import analyze, attack, embed, explain, monitor
+from conceptlens.jobs import analyze, attack, embed, evaluate, explain, monitor
 from conceptlens.world import CLASSES
 
 pytestmark = pytest.mark.slow
@@ -198,3 +198,46 @@ def test_explain_describes_the_users_failures_without_rootcause(user, embedded):
     assert len(table) and set(table["cluster"]) <= {0, 1, 2}
     assert table.loc[table["shown"], "validated"].all()
     assert "clusters described (kmeans" in out
+
+
+def test_evaluate_scores_the_run_against_the_users_own_attribute_table(user, demo_run, embedded, analyzed):
+    """The user knows attributes of their images (here: the world's, written out as a user's CSV keyed by their
+    folder paths, plus one free-standing column) and the slices they suspect: `evaluate.truth` scores the run against
+    them with the scorecard ConceptWorld runs get. Each slice's rows, found from the classes and the table alone,
+    are exactly the rows the world planted it in; a column the table lacks is refused by its key."""
+    import csv
+
+    groups = {"size": ["small", "large"], "pattern": ["plain", "striped", "dotted"],
+              "color": ["red", "green", "blue", "yellow", "purple"], "background": ["grass", "water", "sand", "indoor"],
+              "weather": ["clear", "rain", "snow", "fog"], "lighting": ["bright", "dark"],
+              "occlusion": ["visible", "occluded"]}
+    world = {r["id"]: r for r in pq.read_table(demo_run / "demo" / "world" / "truth.parquet",
+                                               columns=["id", "scenario", *groups]).to_pylist()}
+    embedded_ids = pq.read_table(user["run"] / "embed" / "embeddings", columns=["id"])["id"].to_pylist()
+    table = user["run"].parent.parent / "attributes.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *groups, "wet"])
+        for image in embedded_ids:
+            row = world[Path(image).stem]
+            writer.writerow([image, *(row[g] for g in groups), row["weather"] in ("rain", "snow")])
+    slices = [{"name": "water_star", "kind": "spurious_correlation", "classes": ["star"],
+               "attribute": "background=water"},
+              {"name": "fog_hexagon", "kind": "blind_spot", "classes": ["hexagon"], "attribute": "weather=fog"},
+              {"name": "dark_circle", "kind": "rare_subgroup", "classes": ["circle"], "attribute": "lighting=dark"}]
+    declared = user["run"].parent.parent / "truth.yaml"
+    declared.write_text(yaml.safe_dump({"evaluate": {"truth": {"table": str(table), "id": "image", "groups": groups,
+                                                               "free": ["wet"], "slices": slices}}}))
+    code, out = run(evaluate.main, user["config"], "--config", str(declared))
+    assert code == 0, out[-3000:]
+    card = json.loads((user["run"] / "evaluate" / "scorecard.json").read_text())
+    planted_by_world = {"water_star": "star_on_water", "fog_hexagon": "hexagon_in_fog", "dark_circle": "dark_circle"}
+    test_ids = pq.read_table(user["run"] / "embed" / "embeddings", columns=["id", "split"]).to_pylist()
+    for name, theirs in planted_by_world.items():
+        expected = sum(world[Path(r["id"]).stem]["scenario"] == theirs for r in test_ids if r["split"] == "test")
+        assert card["world"]["scenarios"][name]["n"] == expected > 0, name
+    assert "semantic" in card and card["semantic"]["truth"]["cells"] == 10 * (sum(map(len, groups.values())) + 1)
+    assert "wet" in pq.read_table(user["run"] / "evaluate" / "ground_truth.parquet")["concept"].to_pylist()
+    assert {"rootcause", "neurons"} <= set(card["absent"])
+    code, out = run(evaluate.main, user["config"], "--config", str(declared), "evaluate.truth.id=filename")
+    assert code == 2 and "evaluate.truth.id: no column 'filename'" in out

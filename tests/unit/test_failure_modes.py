@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conceptlens.evaluation.alerts import alerts_section, dominated_clusters, holding_clusters
-from conceptlens.evaluation.ground_truth import WorldTruth
+from conceptlens.evaluation.ground_truth import Truth
 from conceptlens.runtime.failure_modes import FailureModes, RADIUS_FLOOR
 
 D = 8
@@ -225,7 +225,7 @@ def test_alerts_section_counts_flagged_errors_matched_to_the_holding_cluster():
             "t7": (None, True, "likely-misclassified", 2, True),  # natural, close enough to some cluster
             "t8": (None, False, "accept", -1, False)}
     ids = list(held) + list(rows)
-    truth = WorldTruth(np.array(ids, object), np.array([held[i][0] if i in held else rows[i][0] for i in ids], object),
+    truth = Truth(np.array(ids, object), np.array([held[i][0] if i in held else rows[i][0] for i in ids], object),
                        np.zeros((len(ids), 1), bool), [water, fog], ["background=water"])
     clusters = pa.table({"set": ["heldout"] * len(held), "id": list(held), "pipeline": ["vlm/umap/kmeans"] * len(held),
                          "cluster": [c for _, c in held.values()]})

@@ -24,7 +24,7 @@ TRUTH_READERS = {"world", "evaluation"}  # the only wings that may name ground-t
 WORLD_WINGS = {"world", "recipes", "evaluation"}
 WORLD_JOBS = {"conceptlens.jobs.world", "conceptlens.jobs.evaluate", "conceptlens.jobs.demo"}
 TRUTH_FILE = "truth.parquet"
-TRUTH_NAMES = {"read_truth", "split_truth", "WorldTruth"}  # what reads the truth file
+TRUTH_NAMES = {"read_truth", "split_truth", "Truth"}  # what reads a truth (the world's file or a user's table)
 
 
 def module_name(path: Path) -> str:
@@ -118,8 +118,8 @@ def world_imports(name: str, source: str) -> list[str]:
 
 
 def truth_reads(name: str, source: str) -> list[str]:
-    """Where module ``name`` reads the truth file (names ``truth.parquet``, or uses ``read_truth`` /
-    ``split_truth`` / ``WorldTruth``) without being allowed to."""
+    """Where module ``name`` reads a truth (names ``truth.parquet``, uses ``read_truth`` / ``split_truth`` /
+    ``Truth``, or reads a user's declared truth, ``<cfg>.evaluate.truth``) without being allowed to."""
     if may_see_the_world(name):
         return []
     found = []
@@ -130,6 +130,9 @@ def truth_reads(name: str, source: str) -> list[str]:
         named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
         if named in TRUTH_NAMES:
             found.append(f"{name} line {node.lineno}: uses {named}")
+        if isinstance(node, ast.Attribute) and node.attr == "truth" and isinstance(node.value, ast.Attribute) \
+                and node.value.attr == "evaluate":
+            found.append(f"{name} line {node.lineno}: reads evaluate.truth")
         if isinstance(node, ast.ImportFrom):
             found += [f"{name} line {node.lineno}: imports {a.name}" for a in node.names if a.name in TRUTH_NAMES]
     return found
@@ -247,8 +250,8 @@ def test_world_import_checker_allows_the_world_wings_and_jobs():
 
 
 def test_only_the_world_wings_and_jobs_read_the_truth_file():
-    """The truth file (``truth.parquet``, read through ``read_truth`` / ``WorldTruth``) is read only where the
-    world may be: an analysis never sees it, even by a path."""
+    """A truth (``truth.parquet``, read through ``read_truth`` / ``Truth``, or a user's ``evaluate.truth``) is read
+    only where the world may be: an analysis never sees it, even by a path."""
     bad = [v for _, name, src in sources(LIBRARY, REPO / "jobs", REPO / "serve") for v in truth_reads(name, src)]
     assert not bad, "\n".join(bad)
 
@@ -256,8 +259,9 @@ def test_only_the_world_wings_and_jobs_read_the_truth_file():
 @pytest.mark.parametrize("name, source", [
     ("conceptlens.jobs.analyze", 'truth = pq.read_table(run / "world" / "truth.parquet")'),
     ("conceptlens.report.heatmaps", 'truth = pq.read_table(f"{run}/world/truth.parquet")'),
-    ("conceptlens.jobs.rootcause", "from conceptlens.evaluation.ground_truth import WorldTruth"),
-    ("conceptlens.runtime.filter", "truth = ground_truth.WorldTruth.load(folder)"),
+    ("conceptlens.jobs.rootcause", "from conceptlens.evaluation.ground_truth import Truth"),
+    ("conceptlens.runtime.filter", "truth = ground_truth.Truth.of_world(folder)"),
+    ("conceptlens.semantic.analysis", "table = pq.read_table(cfg.evaluate.truth.table)"),
     ("conceptlens.jobs.explain", "table = world.read_truth(folder)"),
 ])
 def test_truth_read_checker_sees_a_planted_read(name, source):
@@ -265,7 +269,7 @@ def test_truth_read_checker_sees_a_planted_read(name, source):
 
 
 def test_truth_read_checker_allows_the_world_jobs_and_other_files():
-    assert not truth_reads("conceptlens.jobs.evaluate", "truth = WorldTruth.load(truth_folder(cfg))")
+    assert not truth_reads("conceptlens.jobs.evaluate", "truth = Truth.of_world(truth_folder(cfg))")
     assert not truth_reads("conceptlens.jobs.world", 'pq.write_table(read_truth(world), out / "truth.parquet")')
     assert not truth_reads("conceptlens.report.heatmaps", 'pq.read_table(folder / "ground_truth.parquet")')
     assert not truth_reads("conceptlens.jobs.embed", 'manifest = world_dir(cfg) / "manifest.parquet"')

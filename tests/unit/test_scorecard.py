@@ -12,7 +12,7 @@ import pytest
 
 from conceptlens.evaluation.blame import (agreement, cause_rank, names_cause, rank_correlation, semantic_scores,
                                           top_causes)
-from conceptlens.evaluation.ground_truth import NO_TRUTH, WorldTruth, concept_names, truth_heatmap, two_valued_partner
+from conceptlens.evaluation.ground_truth import NO_TRUTH, Slice, Truth, concept_names, truth_heatmap, two_valued_partner
 from conceptlens.evaluation.scorecard import finite, localisation_section, runtime_section, world_section
 from conceptlens.evaluation.world_models import PLANTING_HINTS, unplanted_message
 from conceptlens.semantic import HeatmapAccumulator
@@ -147,7 +147,7 @@ def test_a_two_valued_group_called_only_by_its_second_value_is_folded_the_right_
 
 
 def test_a_two_valued_group_names_the_same_cause_either_way():
-    assert two_valued_partner("lighting=dark") == "lighting=bright" and two_valued_partner("background=water") is None
+    assert two_valued_partner("lighting=dark", concept_names()) == "lighting=bright" and two_valued_partner("background=water", concept_names()) is None
     assert names_cause("lighting=dark", 1.2, DARK_CIRCLE) and names_cause("lighting=bright", -1.2, DARK_CIRCLE)
     assert not names_cause("lighting=bright", 1.2, DARK_CIRCLE) and not names_cause("lighting=dark", -1.2, DARK_CIRCLE)
     water = Scenario("star_on_water", "spurious_correlation", ("star",), "background=water")
@@ -240,9 +240,9 @@ def truth_rows() -> list[dict]:
     fields = list(manifest_schema()) + list(truth_schema())[1:]
     rows = [{f.name: False if pa.types.is_boolean(f.type) else None for f in fields} for _ in range(2)]
     rows[0] |= {"id": "a", "path": "a.png", "split": "test", "label": "circle", "label_index": 1,
-                "scenario": "dark_circle", "lighting_dark": True}
+                "scenario": "dark_circle", "lighting": "dark", "lighting_dark": True}
     rows[1] |= {"id": "b", "path": "b.png", "split": "test", "label": "square", "label_index": 2,
-                "lighting_bright": True}
+                "lighting": "bright", "lighting_bright": True}
     return rows
 
 
@@ -251,28 +251,28 @@ def test_world_truth_reads_the_truth_and_refuses_unknown_ids(tmp_path, layout):
     """From ``truth.parquet`` beside the manifest; a run folder written before it existed holds the truth in its
     manifest, read from there."""
     with pytest.raises(FileNotFoundError, match=NO_TRUTH):
-        WorldTruth.load(tmp_path)
+        Truth.of_world(tmp_path)
     rows = truth_rows()
     if layout == "truth.parquet":
         pq.write_table(pa.Table.from_pylist(rows, manifest_schema()), tmp_path / "manifest.parquet")
         with pytest.raises(FileNotFoundError, match=NO_TRUTH):  # the data alone is no truth
-            WorldTruth.load(tmp_path)
+            Truth.of_world(tmp_path)
         pq.write_table(pa.Table.from_pylist(rows[::-1], truth_schema()), tmp_path / "truth.parquet")
     else:
         old = pa.schema([manifest_schema().field(c) for c in DATA_COLUMNS] + list(truth_schema())[1:])
         pq.write_table(pa.Table.from_pylist(rows, old), tmp_path / "manifest.parquet")
-    truth = WorldTruth.load(tmp_path)
+    truth = Truth.of_world(tmp_path)
     assert truth.concepts == concept_names() and len(truth.concepts) == 22 and truth.scenarios == []
     entries = [{"name": "dark_circle", "kind": "rare_subgroup", "classes": ["circle"], "attribute": "lighting=dark"},
                {"name": "edited", "kind": "head_fault", "classes": ["square"], "attribute": "color=red",
                 "strength": 0.9, "rate": 0.02, "other_strength": None, "target": "circle"}]
     (tmp_path / "config.json").write_text(json.dumps({"world": {"scenarios": entries}}))
-    assert WorldTruth.load(tmp_path).scenarios == [
-        DARK_CIRCLE, Scenario("edited", "head_fault", ("square",), "color=red", strength=0.9, target="circle")]
+    assert Truth.of_world(tmp_path).scenarios == [
+        Slice.of(DARK_CIRCLE), Slice("edited", "head_fault", ("square",), "color=red", fault_site="head")]
     assert list(truth.scenario_of(np.array(["b", "a"]))) == [None, "dark_circle"]
     got = truth.present_of(np.array(["a"]))[0]
     assert [truth.concepts[j] for j in np.flatnonzero(got)] == ["lighting=dark"]
-    with pytest.raises(ValueError, match="'zzz'.*not in this run's world"):
+    with pytest.raises(ValueError, match="'zzz'.*not in this run's truth"):
         truth.scenario_of(np.array(["a", "zzz"]))
 
 
@@ -295,3 +295,32 @@ def test_goals_say_what_is_met_and_by_how_much_not():
     assert g["blamed_precision"]["interval"] == pytest.approx([0.7004, 0.9583], abs=1e-3)
     assert "0.88 [0.70, 0.96] (22/25)" in text and g["localised.red_square"]["n"] == 20
     assert goals({"world": {}}) == {}  # sections that did not run set no goal
+
+
+def test_a_users_truth_table_declares_groups_free_concepts_and_slices():
+    """A toy truth: a group column, a free boolean column, a spurious slice with both sides; each row's slice from
+    its class; a declaration that does not fit the table is refused by its key."""
+    table = pa.table({"image": ["a", "b", "c", "d", "e"], "floor": ["wood", "tile", "wood", None, "tile"],
+                      "blurry": [True, False, None, True, False]})
+    labels = {"a": "cat", "b": "cat", "c": "dog", "d": "dog", "e": "dog"}
+    slices = [{"name": "cats_on_wood", "kind": "spurious_correlation", "classes": ["cat"], "attribute": "floor=wood",
+               "both_sides": True, "fault_site": None},
+              {"name": "blurry_dogs", "kind": "blind_spot", "classes": ["dog"], "attribute": "blurry"}]
+    truth = Truth.from_table(table, groups={"floor": ["wood", "tile"]}, free=["blurry"], slices=slices,
+                             id_column="image", labels=labels)
+    assert truth.concepts == ["floor=wood", "floor=tile", "blurry"]
+    assert truth.present.tolist() == [[True, False, True], [False, True, False], [True, False, False],
+                                      [False, False, True], [False, True, False]]
+    # b: a cat without wood; c: a dog on wood (the shortcut's other side); d: a blurry dog; a and e: none
+    assert list(truth.scenario) == [None, "cats_on_wood", "cats_on_wood", "blurry_dogs", None]
+    assert truth.scenarios[0].partner == "floor=tile" and truth.scenarios[1].partner is None
+    bad = [({"groups": {"floor": ["wood"]}}, "evaluate.truth.groups.floor: .*holds \\['tile'\\]"),
+           ({"groups": {"room": ["a"]}}, "evaluate.truth.groups.room: no column 'room'"),
+           ({"free": ["floor"]}, "evaluate.truth.free: column 'floor' .* not boolean"),
+           ({"free": ["blurry"], "slices": [dict(slices[1], kind="blind")]}, "kind 'blind' is not one of"),
+           ({"free": ["blurry"], "slices": [dict(slices[1], attribute="wet")]}, "attribute 'wet' is not a declared"),
+           ({"free": ["blurry"], "slices": [dict(slices[1], fault_site="neck")]}, "fault_site 'neck'"),
+           ({}, "declare the attribute columns")]
+    for declaration, message in bad:
+        with pytest.raises(ValueError, match=message):
+            Truth.from_table(table, id_column="image", labels=labels, **{"groups": {}} | declaration)

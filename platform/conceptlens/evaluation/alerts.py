@@ -25,9 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conceptlens.evaluation.clusters import rootcause_section
-from conceptlens.evaluation.ground_truth import WorldTruth
+from conceptlens.evaluation.ground_truth import Slice, Truth
 from conceptlens.evaluation.scorecard import NATURAL
-from conceptlens.world import Scenario
 
 ACCEPT = "accept"
 COLUMNS = ("id", "verdict", "cluster", "close_enough")
@@ -40,7 +39,7 @@ def holding_clusters(rootcause: dict) -> dict[str, int | None]:
     return {name: s["cluster"] for name, s in scores.items()}
 
 
-def rootcause_of(folder: str | Path, truth: WorldTruth, planted: list[Scenario]) -> dict:
+def rootcause_of(folder: str | Path, truth: Truth, planted: list[Slice]) -> dict:
     """The root-cause section of ``rootcause``'s outputs in ``folder`` (``clusters.parquet``,
     ``pipelines.parquet``), as the scorecard computes it."""
     folder = Path(folder)
@@ -59,7 +58,7 @@ def _columns(alerts: pa.Table | Mapping) -> dict[str, np.ndarray]:
     return {c: np.asarray(alerts[c]) for c in COLUMNS}
 
 
-def dominated_clusters(clusters: pa.Table, chosen: str, truth: WorldTruth) -> dict[str, set[int]]:
+def dominated_clusters(clusters: pa.Table, chosen: str, truth: Truth) -> dict[str, set[int]]:
     """Per scenario, the clusters of the chosen heldout pipeline more than half of whose rows are that scenario's
     (a scenario large enough to fill several clusters, split by what it is mistaken for, dominates all of them)."""
     rows = clusters.filter(pc.and_(pc.equal(clusters["set"], "heldout"), pc.equal(clusters["pipeline"], chosen)))
@@ -86,8 +85,8 @@ def _counts(flagged: np.ndarray, cluster: np.ndarray, close: np.ndarray, holding
             "matched_dominated_share": mine / n if n and own else None}
 
 
-def alerts_section(alerts: pa.Table | Mapping, wrong: Mapping[str, bool], truth: WorldTruth,
-                   planted: list[Scenario], rootcause: dict | str | Path, clusters: pa.Table | None = None) -> dict:
+def alerts_section(alerts: pa.Table | Mapping, wrong: Mapping[str, bool], truth: Truth,
+                   planted: list[Slice], rootcause: dict | str | Path, clusters: pa.Table | None = None) -> dict:
     """The scorecard's alerts section (module docstring). ``alerts``: the monitor's per-test-row table (or a dict
     of its columns); ``wrong``: row id -> misclassified, for every id of ``alerts``; ``truth``: the world's
     truth; ``planted``: the planted scenarios; ``rootcause``: the scorecard's root-cause section, or the folder of

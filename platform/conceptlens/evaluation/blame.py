@@ -18,9 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
 
-from conceptlens.evaluation.ground_truth import two_valued_partner
+from conceptlens.evaluation.ground_truth import Slice
 from conceptlens.models import two_valued
-from conceptlens.world import Scenario
 
 MISSING_IN_FAILURES = ("spurious_correlation",)  # kinds whose slice is the rows *without* the attribute value
 
@@ -99,13 +98,13 @@ def rank_correlation(value: np.ndarray, true_value: np.ndarray) -> float | None:
     return float(stats.spearmanr(value[ok], true_value[ok]).statistic)
 
 
-def acts_on(scenario: Scenario, cls: str) -> bool:
+def acts_on(scenario: Slice, cls: str) -> bool:
     """Whether the scenario plants failures in class ``cls``: its own classes, and for a spurious correlation
-    with ``other_strength`` every other class too (the shortcut's other side)."""
-    return cls in scenario.classes or (scenario.kind in MISSING_IN_FAILURES and scenario.other_strength is not None)
+    with ``both_sides`` every other class too (the shortcut's other side)."""
+    return cls in scenario.classes or (scenario.kind in MISSING_IN_FAILURES and scenario.both_sides)
 
 
-def names_cause(concept: str, log_ratio: float, scenario: Scenario, cls: str | None = None) -> bool:
+def names_cause(concept: str, log_ratio: float, scenario: Slice, cls: str | None = None) -> bool:
     """Whether a blamed cell of class ``cls`` (default: one of the scenario's classes) names the scenario's cause,
     the right way round: its attribute value missing in failures for a spurious correlation's own classes,
     present otherwise (other classes fail *with* the shortcut's value); for a two-valued group the other value
@@ -114,10 +113,10 @@ def names_cause(concept: str, log_ratio: float, scenario: Scenario, cls: str | N
     sign = -1 if scenario.kind in MISSING_IN_FAILURES and own else 1
     if concept == scenario.attribute:
         return np.sign(log_ratio) == sign
-    return concept == two_valued_partner(scenario.attribute) and np.sign(log_ratio) == -sign
+    return concept == scenario.partner and np.sign(log_ratio) == -sign
 
 
-def cause_rank(found: list[tuple[str, float]], scenario: Scenario, others: list[Scenario] = (),
+def cause_rank(found: list[tuple[str, float]], scenario: Slice, others: list[Slice] = (),
                cls: str | None = None) -> dict:
     """Where the scenario's cause sits among class ``cls``'s blamed concepts (``found``, in rank order):
     ``rank`` (1 = first; None when not blamed), the ``concept`` that names it and its ``risk_ratio``. Concepts
@@ -150,7 +149,7 @@ def fold_two_valued(concepts: list[str], pairs: list[tuple[np.ndarray, np.ndarra
 
 
 def semantic_scores(analysis: pa.Table, truth: pa.Table, classes: list[str], concepts: list[str],
-                    scenarios: list[Scenario]) -> dict:
+                    scenarios: list[Slice]) -> dict:
     """The semantic section for one source.
 
     ``analysis``: ``analyze``'s ``risk_ratio`` rows (``class, concept, value, significant, reliable``);

@@ -85,7 +85,7 @@ def rootcause_section(clusters: pa.Table, pipelines: pa.Table, scenario: dict, p
     planted slice, or in a scenario that was not planted, count as natural errors), the chosen pipeline's, the
     best pipeline by the truth (:func:`truth_score`) and how far the choice is from it (rank: 1 + the pipelines
     strictly better; the gap in :func:`truth_score`'s first term). ``scenario``: row id ->
-    scenario name or None; ``planted``: the planted :class:`~conceptlens.world.Scenario` objects."""
+    scenario name or None; ``planted``: the planted :class:`~conceptlens.evaluation.ground_truth.Slice` objects."""
     names = {s.name for s in planted}
     heldout = clusters.filter(pc.equal(clusters["set"], "heldout"))
     table = pipelines.filter(pc.equal(pipelines["set"], "heldout")).to_pylist()

@@ -1,27 +1,39 @@
-"""ConceptWorld's truth for a run: which scenario each row belongs to, which attribute values it carries,
-and the ground-truth risk-ratio heatmap that ``analyze``'s ``risk_ratio`` heatmap is scored against.
+"""The truth a run is scored against: which slice each row belongs to, which attribute values it carries, and the
+ground-truth risk-ratio heatmap that ``analyze``'s ``risk_ratio`` heatmap is scored against.
+
+Every truth is a table with an id column and attribute columns, declared the same way (:class:`Truth`,
+:meth:`Truth.from_table`): exclusive groups (a column whose value is one of the group's values; the concepts
+``group=value``), free-standing concepts (a boolean column each) and the failure slices to score (:class:`Slice`).
+Two providers fill it in: a ConceptWorld run (:meth:`Truth.of_world`: its ``truth.parquet``, its attribute groups,
+its scenarios) and a user's own annotated data (:meth:`Truth.declared`, ``evaluate.truth``). The analyses never
+read either.
 
 The heatmap uses the same statistics as the analysis (:mod:`conceptlens.semantic`): per class and
 attribute value the 2×2 table present/absent × failed/correct, the log of the failure rate with the
 value present over the rate with it absent (+0.5 smoothing), Fisher's exact test where the class has
 both failures and correct rows, Benjamini–Hochberg across all cells; only the presence comes from
-the world's attributes instead of concept scores.
+the truth's attributes instead of concept scores.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats
 
 from conceptlens.models import two_valued
 from conceptlens.pipeline.stats import bh_qvalues
-from conceptlens.world import ATTRIBUTE_GROUPS, GROUPS, Scenario, read_truth
+from conceptlens.world import ATTRIBUTE_GROUPS, Scenario, read_truth
+from conceptlens.world.scenarios import KINDS
 
-NO_TRUTH = "evaluate needs a ConceptWorld run; your own data has no ground truth"
+NO_TRUTH = ("evaluate needs a truth: a ConceptWorld run, or your own attribute table declared as "
+            "evaluate.truth.table; this run has neither")
+FAULT_SITES = ("encoder", "head")
 
 
 def concept_names() -> list[str]:
@@ -29,34 +41,128 @@ def concept_names() -> list[str]:
     return [f"{g.name}={v}" for g in ATTRIBUTE_GROUPS for v in g.values]
 
 
-def concept_column(concept: str) -> str:
-    """``"background=water"`` -> the truth's boolean column ``"background_water"``."""
-    return concept.replace("=", "_", 1)
+def two_valued_partner(concept: str, concepts: Sequence[str]) -> str | None:
+    """The other value of a two-valued group among ``concepts`` (``lighting=dark`` -> ``lighting=bright``), else
+    None: for such a group "dark present" and "bright absent" are the same rows."""
+    names = list(concepts)
+    pairs = two_valued(names)
+    for second, first in pairs.items():
+        if concept in (names[first], names[second]):
+            return names[second] if concept == names[first] else names[first]
+    return None
 
 
-def two_valued_partner(concept: str) -> str | None:
-    """The other value of a two-valued group (``lighting=dark`` -> ``lighting=bright``), else None: for such
-    a group "dark present" and "bright absent" are the same rows."""
-    group, _, value = concept.partition("=")
-    values = GROUPS[group].values if group in GROUPS else ()
-    return f"{group}={[v for v in values if v != value][0]}" if len(values) == 2 and value in values else None
+@dataclass(frozen=True)
+class Slice:
+    """A failure slice the truth scores: a planted scenario of a world, or a slice a user knows of in their data.
+
+    ``kind``: one of the four scenario kinds (:data:`~conceptlens.world.scenarios.KINDS`). Its rows: the
+    ``classes``' rows with ``attribute`` present, or for a ``spurious_correlation`` those *without* it (the model
+    learnt to expect it) and, with ``both_sides``, the other classes' rows *with* it. ``fault_site``: ``encoder`` or
+    ``head`` where known (fault localisation is scored on it), else None. ``partner``: the other value of a
+    two-valued group (naming it the other way round names the same cause)."""
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    attribute: str
+    both_sides: bool = False
+    fault_site: Optional[str] = None
+    partner: Optional[str] = None
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> "Slice":
+        return cls(scenario.name, scenario.kind, tuple(scenario.classes), scenario.attribute, scenario.both_sides,
+                   scenario.fault_site, scenario.partner)
+
+    def contains(self, label: str, has_value: bool) -> bool:
+        if label not in self.classes:
+            return self.kind == "spurious_correlation" and self.both_sides and has_value
+        return not has_value if self.kind == "spurious_correlation" else has_value
+
+
+def _column(table: pa.Table, name: str, key: str, where: str) -> pa.ChunkedArray:
+    if name not in table.column_names:
+        raise ValueError(f"{key}: no column {name!r} in {where} (its columns: {table.column_names[:12]})")
+    return table[name]
 
 
 @dataclass
-class WorldTruth:
-    """The truth of one run's world: ``ids`` (N,) object, ``scenario`` (N,) object (name or None),
-    ``present`` (N, C) bool over :func:`concept_names`, and the run's ``scenarios`` as configured."""
+class Truth:
+    """The truth of a run's rows: ``ids`` (N,) object, ``scenario`` (N,) object (the slice's name or None),
+    ``present`` (N, C) bool over ``concepts``, and the ``scenarios`` (:class:`Slice`) to score."""
     ids: np.ndarray
     scenario: np.ndarray
     present: np.ndarray
-    scenarios: list[Scenario]
+    scenarios: list
     concepts: list[str]
+    source: str = "the world's truth"  # what the scorecard says it was scored against
 
     @classmethod
-    def load(cls, world: Path) -> "WorldTruth":
-        """From ``<run>/world/``: ``truth.parquet`` (:func:`~conceptlens.world.read_truth`; a run folder written
-        before it existed keeps the truth in its ``manifest.parquet``) and the scenarios of ``config.json`` (what
-        ``world`` built). A run without them has no truth: FileNotFoundError with :data:`NO_TRUTH`."""
+    def from_table(cls, table: pa.Table, *, groups: Mapping[str, Sequence[str]], free: Sequence[str] = (),
+                   slices: Sequence[Mapping] = (), id_column: str = "id", labels: Mapping[str, str] | None = None,
+                   scenario_column: str | None = None, where: str = "the truth table",
+                   key: str = "evaluate.truth", source: str | None = None) -> "Truth":
+        """A truth from an attribute table: ``groups`` (column -> its values: one per row, the concepts
+        ``column=value``), ``free`` (boolean columns, the concepts their names), ``slices`` (:class:`Slice` fields;
+        ``fault_site`` optional). Each row's slice: ``scenario_column`` where the table has one (a world's), else
+        the first slice containing it, from its class in ``labels`` (id -> class name; rows without one belong to
+        none). Errors name the key and the column."""
+        ids = _column(table, id_column, f"{key}.id", where).to_numpy(zero_copy_only=False).astype(str).astype(object)
+        concepts, columns = [], []
+        for group, values in groups.items():
+            column = pc.cast(_column(table, group, f"{key}.groups.{group}", where), pa.string())
+            seen = set(pc.unique(column.drop_null()).to_pylist())
+            if stray := sorted(seen - set(values)):
+                raise ValueError(f"{key}.groups.{group}: column {group!r} of {where} holds {stray[:5]}, not among "
+                                 f"the declared values {list(values)}: declare them or correct the data")
+            for value in values:
+                concepts.append(f"{group}={value}")
+                columns.append(pc.fill_null(pc.equal(column, value), False).to_numpy(zero_copy_only=False))
+        for name in free:
+            column = _column(table, name, f"{key}.free", where)
+            if not pa.types.is_boolean(column.type):
+                raise ValueError(f"{key}.free: column {name!r} of {where} is {column.type}, not boolean "
+                                 f"(true where the concept is present)")
+            concepts.append(name)
+            columns.append(pc.fill_null(column, False).to_numpy(zero_copy_only=False))
+        if not concepts:
+            raise ValueError(f"{key}: declare the attribute columns (groups: {{column: [values]}} and/or free: "
+                             f"[boolean columns]); none are")
+        present = np.column_stack(columns).astype(bool)
+        made = []
+        for i, entry in enumerate(slices):
+            entry = dict(entry)
+            name = entry.get("name", f"{key}.slices[{i}]")
+            if entry.get("kind") not in KINDS:
+                raise ValueError(f"{key}.slices[{i}] ({name}): kind {entry.get('kind')!r} is not one of {KINDS}")
+            if entry.get("attribute") not in concepts:
+                raise ValueError(f"{key}.slices[{i}] ({name}): attribute {entry.get('attribute')!r} is not a "
+                                 f"declared concept ({concepts[:8]}{' …' if len(concepts) > 8 else ''})")
+            if entry.get("fault_site") not in (None, *FAULT_SITES):
+                raise ValueError(f"{key}.slices[{i}] ({name}): fault_site {entry['fault_site']!r} is not one of "
+                                 f"{FAULT_SITES} (or unset)")
+            made.append(Slice(name, entry["kind"], tuple(entry.get("classes") or ()), entry["attribute"],
+                              bool(entry.get("both_sides", False)), entry.get("fault_site"),
+                              two_valued_partner(entry["attribute"], concepts)))
+        if scenario_column is not None:
+            scenario = _column(table, scenario_column, f"{key}.scenario", where).to_numpy(zero_copy_only=False)
+        else:
+            scenario = np.full(len(ids), None, object)
+            labels = labels or {}
+            for s in made:
+                has = present[:, concepts.index(s.attribute)]
+                for i, row_id in enumerate(ids):
+                    label = labels.get(row_id)
+                    if scenario[i] is None and label is not None and s.contains(label, bool(has[i])):
+                        scenario[i] = s.name
+        return cls(ids, np.asarray(scenario, object), present, made, concepts, source or f"{key} ({where})")
+
+    @classmethod
+    def of_world(cls, world: Path) -> "Truth":
+        """A ConceptWorld's truth, from ``<run>/world/``: ``truth.parquet`` (:func:`~conceptlens.world.read_truth`;
+        a run folder written before it existed keeps the truth in its ``manifest.parquet``), its attribute groups and
+        the scenarios of ``config.json`` (what ``world`` built). A run without them has no truth:
+        FileNotFoundError with :data:`NO_TRUTH`."""
         config = Path(world) / "config.json"
         try:
             table = read_truth(world)
@@ -64,28 +170,46 @@ class WorldTruth:
             if not Path(world).is_dir():  # a run of one's own data: nothing to run first
                 raise FileNotFoundError(f"{NO_TRUTH} (no ConceptWorld in {world})") from None
             raise FileNotFoundError(f"{NO_TRUTH} ({err}: run `conceptlens world` for this run first)") from None
-        concepts = concept_names()
         scenarios = []
         if config.is_file():
             scenarios = [Scenario.from_dict(s) for s in json.loads(config.read_text())["world"]["scenarios"]]
-        present = np.column_stack([table[concept_column(c)].to_numpy(zero_copy_only=False) for c in concepts])
-        return cls(table["id"].to_numpy(zero_copy_only=False).astype(object),
-                   table["scenario"].to_numpy(zero_copy_only=False).astype(object), present.astype(bool),
-                   scenarios, concepts)
+        slices = [vars(Slice.of(s)) for s in scenarios]
+        return cls.from_table(table, groups={g.name: list(g.values) for g in ATTRIBUTE_GROUPS}, slices=slices,
+                              scenario_column="scenario", where=str(Path(world) / "truth.parquet"), key="world",
+                              source="the world's truth")
+
+    @classmethod
+    def declared(cls, truth, labels: Mapping[str, str]) -> "Truth":
+        """A user's truth as ``evaluate.truth`` declares it (``table``: a parquet or CSV file); ``labels``: each
+        row's class (id -> name), from the run's embeddings."""
+        path = Path(truth.table)
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluate.truth.table {path} does not exist")
+        if path.suffix.lower() == ".csv":
+            from pyarrow import csv
+            table = csv.read_csv(path, convert_options=csv.ConvertOptions(
+                column_types={truth.id: pa.string(), **{g: pa.string() for g in truth.groups}}))
+        else:
+            import pyarrow.parquet as pq
+            table = pq.read_table(path)
+        slices = [vars(s) if is_dataclass(s) else dict(s) for s in truth.slices]
+        return cls.from_table(table, groups={g: list(v) for g, v in truth.groups.items()}, free=list(truth.free),
+                              slices=slices, id_column=truth.id, labels=labels, where=str(path),
+                              source=f"the truth of {path.name}")
 
     def __post_init__(self):
         self._position = {row_id: i for i, row_id in enumerate(self.ids)}
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Positions of ``ids`` in the manifest: (N,) int64; ValueError naming an id the world does not have."""
+        """Positions of ``ids`` in the truth: (N,) int64; ValueError naming an id the truth does not have."""
         missing = [row_id for row_id in ids if row_id not in self._position]
         if missing:
-            raise ValueError(f"row id {missing[0]!r} (and {len(missing) - 1} more) is not in this run's world "
-                             f"truth: {NO_TRUTH}")
+            raise ValueError(f"row id {missing[0]!r} (and {len(missing) - 1} more) is not in this run's truth: "
+                             f"every scored row needs one")
         return np.array([self._position[row_id] for row_id in ids], np.int64)
 
     def scenario_of(self, ids: np.ndarray) -> np.ndarray:
-        """Each row's scenario name, or None outside every planted slice: (N,) object."""
+        """Each row's slice name, or None outside every slice: (N,) object."""
         return self.scenario[self.rows(ids)]
 
     def present_of(self, ids: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from scipy import stats
 
 from conceptlens.neurons import INSUFFICIENT, correlate
 from conceptlens.pipeline.stats import mcnemar_paired
-from conceptlens.world import Scenario
+from conceptlens.evaluation.ground_truth import Slice
 
 MIN_SLICE_GAIN, MAX_OVERALL_COST = 0.10, 0.01  # the repair's goal: +10 points on the spurious slice for ≤ 1 point
 WORSE_ALPHA = 0.05
@@ -37,7 +37,7 @@ def worse(before: np.ndarray, after: np.ndarray) -> float:
     return float(stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue)
 
 
-def repair_scores(predictions: pa.Table, scenario: np.ndarray, planted: list[Scenario]) -> dict:
+def repair_scores(predictions: pa.Table, scenario: np.ndarray, planted: list[Slice]) -> dict:
     """Per method: overall before/after and per planted scenario the slice before/after and ``worse`` p."""
     labels = predictions["label_index"].to_numpy()
     base = predictions["base"].to_numpy() == labels
@@ -69,7 +69,7 @@ def truth_names(activations: np.ndarray, present: np.ndarray, labels: np.ndarray
 
 
 def naming_scores(neurons: pa.Table, activations: np.ndarray, present: np.ndarray, labels: np.ndarray,
-                  concepts: list[str], planted: list[Scenario]) -> dict:
+                  concepts: list[str], planted: list[Slice]) -> dict:
     """``agreement``: share of the voted insufficient neurons whose VLM-named top concept is the truth's;
     ``spurious``: per planted spurious correlation, its class's top neurons with both names."""
     rows = [r for r in neurons.to_pylist() if r["direction"] == INSUFFICIENT]
@@ -91,7 +91,7 @@ def naming_scores(neurons: pa.Table, activations: np.ndarray, present: np.ndarra
 
 
 def neurons_section(neurons: pa.Table, predictions: pa.Table, activations: np.ndarray, present: np.ndarray,
-                    scenario: np.ndarray, concepts: list[str], planted: list[Scenario], edit: str) -> dict:
+                    scenario: np.ndarray, concepts: list[str], planted: list[Slice], edit: str) -> dict:
     """The section: ``activations`` float (N, D) pooled features, ``present`` bool (N, C) true attribute values
     and ``scenario`` (N,) of the rows of ``predictions`` (the held-out rows), in its order."""
     labels = predictions["label_index"].to_numpy()

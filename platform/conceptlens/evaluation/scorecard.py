@@ -13,12 +13,12 @@ import numpy as np
 
 from conceptlens.evaluation.world_models import MIN_SLICE_GAP, is_planted, slice_accuracies
 from conceptlens.runtime import detection_metrics
-from conceptlens.world import Scenario
+from conceptlens.evaluation.ground_truth import Slice
 
 NATURAL = "natural"  # the errors outside every planted slice
 
 
-def world_section(correct: np.ndarray, scenario: np.ndarray, scenarios: list[Scenario],
+def world_section(correct: np.ndarray, scenario: np.ndarray, scenarios: list[Slice],
                   min_gap: float = MIN_SLICE_GAP) -> dict:
     """Each scenario's slice accuracy and gap on the given rows (``correct``: (N,) bool), and whether it is
     *planted* (gap ≥ ``min_gap``); ``planted`` and ``skipped`` list the names."""
@@ -35,9 +35,9 @@ def world_section(correct: np.ndarray, scenario: np.ndarray, scenarios: list[Sce
     return out
 
 
-def localisation_section(fault: np.ndarray, scenario: np.ndarray, planted: list[Scenario]) -> dict:
+def localisation_section(fault: np.ndarray, scenario: np.ndarray, planted: list[Slice]) -> dict:
     """Per planted scenario and for the natural errors: how many errors, how many blamed on the encoder and
-    on the head, their shares, the ``truth`` (the scenario's :attr:`~conceptlens.world.Scenario.fault_site`,
+    on the head, their shares, the ``truth`` (the scenario's :attr:`~conceptlens.evaluation.ground_truth.Slice.fault_site`,
     None when unknown) and ``agreement`` (the share blamed on the truth). ``fault``: (M,)
     ``"encoder"``/``"head"`` of the misclassified rows, ``scenario`` theirs."""
     fault, scenario = np.asarray(fault, object), np.asarray(scenario, object)

@@ -80,6 +80,17 @@ class Scenario:
         return parse_attribute(self.attribute)[1]
 
     @property
+    def both_sides(self) -> bool:
+        """A spurious correlation whose other classes, taught the value belongs to its own, fail with it too."""
+        return self.other_strength is not None
+
+    @property
+    def partner(self) -> Optional[str]:
+        """The other value of a two-valued group (``lighting=bright`` for ``lighting=dark``), else None."""
+        values = GROUPS[self.group].values
+        return f"{self.group}={[v for v in values if v != self.value][0]}" if len(values) == 2 else None
+
+    @property
     def fault_site(self) -> Optional[str]:
         """Where the fault lives, when the kind fixes it: ``"head"`` for a head_fault (only the head was
         edited), ``"encoder"`` for a blind spot on an occluding condition (the encoder never learnt to see the
