@@ -24,12 +24,14 @@ import pyarrow as pa
 
 
 def _names(terms: list, obj: Optional[str], scenario, cluster_class: str) -> bool:
+    """Whether a sentence's ``terms`` (``group=value`` / ``group!=value``) name the slice's cause the right way
+    round (a free-standing concept, which no bank term names, never matches)."""
     own = cluster_class in scenario.classes
     if own:
         negated = scenario.kind == "spurious_correlation"
-        want = f"{scenario.group}{'!=' if negated else '='}{scenario.value}"
-        return obj == cluster_class and want in terms
-    return obj in (cluster_class, None) and f"{scenario.group}={scenario.value}" in terms
+        want = scenario.attribute.replace("=", "!=", 1) if negated else scenario.attribute
+        return obj == cluster_class and "=" in scenario.attribute and want in terms
+    return obj in (cluster_class, None) and scenario.attribute in terms
 
 
 def _first(rows: list[dict], scenario, cluster_class: str) -> Optional[int]:
