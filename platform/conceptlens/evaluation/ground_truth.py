@@ -74,16 +74,61 @@ class Slice:
         return cls(scenario.name, scenario.kind, tuple(scenario.classes), scenario.attribute, scenario.both_sides,
                    scenario.fault_site, scenario.partner)
 
-    def contains(self, label: str, has_value: bool) -> bool:
-        if label not in self.classes:
-            return self.kind == "spurious_correlation" and self.both_sides and has_value
-        return not has_value if self.kind == "spurious_correlation" else has_value
+    def rows(self, labels: np.ndarray, has_value: np.ndarray) -> np.ndarray:
+        """``bool (N,)``: the slice's rows, from each row's class (``labels``, None where unknown) and whether it
+        carries the attribute."""
+        own = np.isin(labels, list(self.classes))
+        if self.kind != "spurious_correlation":
+            return own & has_value
+        other_side = ~own & (labels != None) & has_value if self.both_sides else False  # noqa: E711
+        return own & ~has_value | other_side
 
 
 def _column(table: pa.Table, name: str, key: str, where: str) -> pa.ChunkedArray:
     if name not in table.column_names:
         raise ValueError(f"{key}: no column {name!r} in {where} (its columns: {table.column_names[:12]})")
     return table[name]
+
+
+def _presence(table: pa.Table, groups: Mapping[str, Sequence[str]], free: Sequence[str], where: str,
+              key: str) -> tuple[list[str], np.ndarray]:
+    """The concepts (``group=value`` per declared value, then each free column) and ``bool (N, C)`` presence."""
+    concepts, columns = [], []
+    for group, values in groups.items():
+        column = pc.cast(_column(table, group, f"{key}.groups.{group}", where), pa.string())
+        if stray := sorted(set(pc.unique(column.drop_null()).to_pylist()) - set(values)):
+            raise ValueError(f"{key}.groups.{group}: column {group!r} of {where} holds {stray[:5]}, not among "
+                             f"the declared values {list(values)}: declare them or correct the data")
+        for value in values:
+            concepts.append(f"{group}={value}")
+            columns.append(pc.fill_null(pc.equal(column, value), False).to_numpy(zero_copy_only=False))
+    for name in free:
+        column = _column(table, name, f"{key}.free", where)
+        if not pa.types.is_boolean(column.type):
+            raise ValueError(f"{key}.free: column {name!r} of {where} is {column.type}, not boolean "
+                             f"(true where the concept is present)")
+        concepts.append(name)
+        columns.append(pc.fill_null(column, False).to_numpy(zero_copy_only=False))
+    if not concepts:
+        raise ValueError(f"{key}: declare the attribute columns (groups: {{column: [values]}} and/or free: "
+                         f"[boolean columns]); none are")
+    return concepts, np.column_stack(columns).astype(bool)
+
+
+def _slice(entry: dict, i: int, concepts: list[str], key: str) -> Slice:
+    """One declared slice, checked against the scenario kinds, the declared concepts and the fault sites."""
+    name = entry.get("name") or f"{key}.slices[{i}]"
+    if entry.get("kind") not in KINDS:
+        raise ValueError(f"{key}.slices[{i}] ({name}): kind {entry.get('kind')!r} is not one of {KINDS}")
+    if entry.get("attribute") not in concepts:
+        raise ValueError(f"{key}.slices[{i}] ({name}): attribute {entry.get('attribute')!r} is not a declared "
+                         f"concept ({concepts[:8]}{' …' if len(concepts) > 8 else ''})")
+    if entry.get("fault_site") not in (None, *FAULT_SITES):
+        raise ValueError(f"{key}.slices[{i}] ({name}): fault_site {entry['fault_site']!r} is not one of "
+                         f"{FAULT_SITES} (or unset)")
+    return Slice(name, entry["kind"], tuple(entry.get("classes") or ()), entry["attribute"],
+                 bool(entry.get("both_sides", False)), entry.get("fault_site"),
+                 two_valued_partner(entry["attribute"], concepts))
 
 
 @dataclass
@@ -108,53 +153,15 @@ class Truth:
         the first slice containing it, from its class in ``labels`` (id -> class name; rows without one belong to
         none). Errors name the key and the column."""
         ids = _column(table, id_column, f"{key}.id", where).to_numpy(zero_copy_only=False).astype(str).astype(object)
-        concepts, columns = [], []
-        for group, values in groups.items():
-            column = pc.cast(_column(table, group, f"{key}.groups.{group}", where), pa.string())
-            seen = set(pc.unique(column.drop_null()).to_pylist())
-            if stray := sorted(seen - set(values)):
-                raise ValueError(f"{key}.groups.{group}: column {group!r} of {where} holds {stray[:5]}, not among "
-                                 f"the declared values {list(values)}: declare them or correct the data")
-            for value in values:
-                concepts.append(f"{group}={value}")
-                columns.append(pc.fill_null(pc.equal(column, value), False).to_numpy(zero_copy_only=False))
-        for name in free:
-            column = _column(table, name, f"{key}.free", where)
-            if not pa.types.is_boolean(column.type):
-                raise ValueError(f"{key}.free: column {name!r} of {where} is {column.type}, not boolean "
-                                 f"(true where the concept is present)")
-            concepts.append(name)
-            columns.append(pc.fill_null(column, False).to_numpy(zero_copy_only=False))
-        if not concepts:
-            raise ValueError(f"{key}: declare the attribute columns (groups: {{column: [values]}} and/or free: "
-                             f"[boolean columns]); none are")
-        present = np.column_stack(columns).astype(bool)
-        made = []
-        for i, entry in enumerate(slices):
-            entry = dict(entry)
-            name = entry.get("name", f"{key}.slices[{i}]")
-            if entry.get("kind") not in KINDS:
-                raise ValueError(f"{key}.slices[{i}] ({name}): kind {entry.get('kind')!r} is not one of {KINDS}")
-            if entry.get("attribute") not in concepts:
-                raise ValueError(f"{key}.slices[{i}] ({name}): attribute {entry.get('attribute')!r} is not a "
-                                 f"declared concept ({concepts[:8]}{' …' if len(concepts) > 8 else ''})")
-            if entry.get("fault_site") not in (None, *FAULT_SITES):
-                raise ValueError(f"{key}.slices[{i}] ({name}): fault_site {entry['fault_site']!r} is not one of "
-                                 f"{FAULT_SITES} (or unset)")
-            made.append(Slice(name, entry["kind"], tuple(entry.get("classes") or ()), entry["attribute"],
-                              bool(entry.get("both_sides", False)), entry.get("fault_site"),
-                              two_valued_partner(entry["attribute"], concepts)))
+        concepts, present = _presence(table, groups, free, where, key)
+        made = [_slice(dict(entry), i, concepts, key) for i, entry in enumerate(slices)]
         if scenario_column is not None:
             scenario = _column(table, scenario_column, f"{key}.scenario", where).to_numpy(zero_copy_only=False)
         else:
+            label = np.array([(labels or {}).get(row_id) for row_id in ids], object)
             scenario = np.full(len(ids), None, object)
-            labels = labels or {}
-            for s in made:
-                has = present[:, concepts.index(s.attribute)]
-                for i, row_id in enumerate(ids):
-                    label = labels.get(row_id)
-                    if scenario[i] is None and label is not None and s.contains(label, bool(has[i])):
-                        scenario[i] = s.name
+            for s in reversed(made):  # the first slice containing a row names it
+                scenario[s.rows(label, present[:, concepts.index(s.attribute)])] = s.name
         return cls(ids, np.asarray(scenario, object), present, made, concepts, source or f"{key} ({where})")
 
     @classmethod
