@@ -65,3 +65,14 @@ def test_fit_is_seeded_and_leaves_contiguous_weights():
     assert not a.training
     assert a[0].weight.is_contiguous()  # trained channels-last, saved in the usual layout
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("n, epochs", [(10, 1), (40, 1), (64, 3), (320, 1)])
+def test_a_handful_of_steps_trains_too(n, epochs):
+    """A small dataset (1 to 5 steps in all) trains at a sensible rate instead of failing in the schedule."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(2))
+    target = torch.ones(2)
+    info = train_loop("tiny", n, TrainConfig(epochs=epochs, batch_size=64, lr=0.1), [w],
+                      lambda idx: F.mse_loss(w, target), device=CPU, log=lambda _: None)
+    assert info["epochs"] == epochs and w.detach().gt(0).all()

@@ -24,8 +24,12 @@ def train_loop(name: str, n: int, tc: TrainConfig, params, step: Callable[[torch
     device = torch.device(device)
     precision = resolve_precision(precision or tc.precision, device)
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * -(-n // tc.batch_size),
-                                                pct_start=pct_start)
+    steps = tc.epochs * -(-n // tc.batch_size)
+    # one cycle needs a step in each phase: on a handful of steps the warm-up takes two, on fewer than four the rate
+    # stays at tc.lr
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=steps,
+                                                pct_start=min(max(pct_start, 2 / steps), 0.5)) if steps >= 4 else \
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     gen, start, epoch, total, seen = torch.Generator().manual_seed(seed), time.time(), 0, 0.0, 0
     progress = Progress(name, tc.epochs * n, unit=unit, log=log)
     for epoch in range(1, tc.epochs + 1):
