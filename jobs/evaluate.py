@@ -34,7 +34,7 @@ from conceptlens.evaluation.alerts import alerts_section
 from conceptlens.evaluation.blame import blame_agreement, risk_ratio_rows, semantic_scores
 from conceptlens.evaluation.clusters import rootcause_section
 from conceptlens.evaluation.goals import goals
-from conceptlens.evaluation.ground_truth import Truth, truth_heatmap
+from conceptlens.evaluation.ground_truth import WORLD_SOURCE, Truth, truth_heatmap
 from conceptlens.evaluation.neurons import neurons_section
 from conceptlens.evaluation.render import render_scorecard
 from conceptlens.evaluation.runtime import filter_section
@@ -121,13 +121,15 @@ def observer(cfg: Config, truth: Truth, run: Path, out: Path) -> dict:
 
 
 def unscorable_concepts(analysis: Path, truth: Truth) -> str | None:
-    """Why the blamed concepts cannot be scored (``analyze`` used a concept set that is not the world's
-    attribute values), else None."""
+    """Why the blamed concepts cannot be scored (``analyze`` used a concept set that names none of the truth's
+    concepts), else None."""
     scored = json.loads((analysis / "concepts.json").read_text())["concepts"]
     if set(scored) & set(truth.concepts):
         return None
-    return (f"analyze scored none of the world's attribute values as concepts ({analysis / 'concepts.json'}); "
-            f"`conceptlens analyze analyze.concepts=conceptworld` scores them")
+    fix = ("`conceptlens analyze analyze.concepts=conceptworld` scores them" if truth.source == WORLD_SOURCE else
+           "name the concept set's concepts as the truth names them (group=value, or a free column's name)")
+    return (f"analyze scored none of the concepts of {truth.source} ({truth.concepts[:4]} …) "
+            f"({analysis / 'concepts.json'}); {fix}")
 
 
 def localisation(cfg: Config, truth: Truth, analysis: Path, planted: list) -> dict:

@@ -34,6 +34,7 @@ from conceptlens.world.scenarios import KINDS
 NO_TRUTH = ("evaluate needs a truth: a ConceptWorld run, or your own attribute table declared as "
             "evaluate.truth.table; this run has neither")
 FAULT_SITES = ("encoder", "head")
+WORLD_SOURCE = "the world's truth"  # how a scorecard names a ConceptWorld truth
 
 
 def concept_names() -> list[str]:
@@ -140,7 +141,7 @@ class Truth:
     present: np.ndarray
     scenarios: list
     concepts: list[str]
-    source: str = "the world's truth"  # what the scorecard says it was scored against
+    source: str = WORLD_SOURCE  # what the scorecard says it was scored against
 
     @classmethod
     def from_table(cls, table: pa.Table, *, groups: Mapping[str, Sequence[str]], free: Sequence[str] = (),
@@ -183,7 +184,7 @@ class Truth:
         slices = [vars(Slice.of(s)) for s in scenarios]
         return cls.from_table(table, groups={g.name: list(g.values) for g in ATTRIBUTE_GROUPS}, slices=slices,
                               scenario_column="scenario", where=str(Path(world) / "truth.parquet"), key="world",
-                              source="the world's truth")
+                              source=WORLD_SOURCE)
 
     @classmethod
     def declared(cls, truth, labels: Mapping[str, str]) -> "Truth":
