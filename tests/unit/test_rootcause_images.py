@@ -102,6 +102,25 @@ def test_relevance_is_lrp_of_the_predicted_class_at_the_layer():
     assert np.allclose(full_name(dict(data))[FEATURES], relevance, atol=1e-6)
 
 
+def test_relevance_flows_through_a_pretrained_efficientnet():
+    """LRP through EfficientNet-Lite0's MBConv blocks (depthwise convolutions, squeeze-and-excitation, batch norms
+    merged by the canonizer) to its last block, the layer `conf/experiments/efficientnet.yaml` names."""
+    spec = ModelSpec("efficientnet_lite0", None, "_fc", 10, "conceptworld-tiny", None, classifier_weights="IMAGENET1K",
+                     classifier_preprocess="half")
+    from conceptlens.world import CLASSES, GROUPS, render
+
+    rng = np.random.default_rng(0)  # ConceptWorld scenes (flat synthetic rectangles saturate its ReLU6: no relevance)
+    images = np.stack([render(label, {g: group.values[i % len(group.values)] for g, group in GROUPS.items()}, rng,
+                              size=48) for i, label in enumerate(CLASSES[:4])])
+    torch.manual_seed(0)
+    extractor = ImageFeatures("relevance", spec, relevance_layer="_blocks.15", device="cpu")
+    with torch.no_grad():  # 320 channels at 1×1 for 48 px (stride 32)
+        relevance = check_features(extractor({"id": np.arange(4), "image": images}), 4, 320)
+    assert np.isfinite(relevance).all() and np.abs(relevance).sum(1).min() > 0
+    assert np.abs(relevance[0] - relevance[1]).max() > 1e-4
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in extractor.extract.classifier.modules())
+
+
 def test_a_nested_layer_and_a_bad_layer_name():
     clf = SPEC.classifier()
     assert find_layer(clf, "layer3.1.conv2") is clf.encoder.layer3[1].conv2
