@@ -21,7 +21,6 @@ from torch import nn
 
 IMAGENET = "IMAGENET1K"  # the only weights tag of the bundled backbones: the package's ImageNet-1k weights
 HEADS = {"efficientnet_lite0": "_fc"}  # where each bundled backbone splits into encoder and head
-PREPROCESS = {"efficientnet_lite0": "half"}  # what each expects of [0, 1] pixels
 
 
 def efficientnet_lite0(num_classes: int = 1000, weights: str | None = IMAGENET) -> nn.Module:

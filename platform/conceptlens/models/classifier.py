@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conceptlens.models.backbones import BUNDLED
+from conceptlens.models.backbones import BUNDLED, HEADS
 from conceptlens.models.offline import reachable
 from conceptlens.models.preprocess import DEFAULT, input_transform
 
@@ -143,6 +143,8 @@ def build_classifier(arch: str, *, num_classes: int, head: str = "fc", weights: 
     ``preprocess``: what the model does to [0, 1] pixels first (:mod:`conceptlens.models.preprocess`).
     """
     state = load_state(checkpoint) if checkpoint else None  # a missing file fails before any model is built
+    if arch in HEADS and head != HEADS[arch]:
+        raise ValueError(f"classifier.head={head!r}: {arch} splits at {HEADS[arch]!r}: set classifier.head={HEADS[arch]}")
     encoder, head_module = split_model(_make(arch, num_classes, weights), head)
     clf = Classifier(encoder, _with_outputs(head_module, num_classes) if weights else head_module, preprocess)
     if state is not None:
