@@ -172,7 +172,8 @@ def evaluate(cfg: Config, truth: Truth) -> dict:
                          f"(data.splits must keep test)")
     out = command_dir(cfg.run, "evaluate")
     wrong, scenario = test["prediction"] != test["label_index"], truth.scenario_of(test["id"])
-    card = {"run": cfg.run.name, "truth": truth.source, "world": world_section(~wrong, scenario, truth.scenarios), "absent": {}}
+    card = {"run": cfg.run.name, "truth": truth.source,
+            "world": world_section(~wrong, scenario, truth.scenarios), "absent": {}}
     planted = [s for s in truth.scenarios if card["world"]["scenarios"][s.name]["planted"]]
     skipped = card["world"]["skipped"]
     analysis, bundle = run / "analyze", run / "monitor" / "bundle"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from conceptlens.evaluation.clusters import truth_score
+from conceptlens.evaluation.ground_truth import WORLD_SOURCE
 from conceptlens.evaluation.goals import render_goals
 from conceptlens.evaluation.runtime import filter_lines
 from conceptlens.semantic import SOURCES
@@ -16,8 +17,7 @@ def render_scorecard(card: dict) -> str:
     absent sections and the skipped scenarios."""
     w = card["world"]
     width = max([20] + [len(name) + 2 for name in w["scenarios"]])  # the scenario column fits every name
-    against = card.get("truth", "the world's truth")
-    lines = [f"scorecard of run '{card['run']}' against {against}",
+    lines = [f"scorecard of run '{card['run']}' against {card.get('truth', WORLD_SOURCE)}",
              f"world (test, accuracy outside the slices {w['accuracy_rest']:.3f}; planted = gap ≥ {w['min_gap']:.2f})",
              f"  {'scenario':<{width}}{'kind':<22}{'n':>6}{'accuracy':>10}{'gap':>8}  planted"]
     lines += [f"  {n:<{width}}{s['kind']:<22}{s['n']:>6}{_num(s['accuracy'], '.3f'):>10}{_num(s['gap'], '.3f'):>8}  "
